@@ -1,0 +1,75 @@
+//! Errors returned by the `maskdit` crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while building, loading, running or training a model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// The model configuration is not usable.
+    #[error("invalid model configuration: {0}")]
+    Config(String),
+
+    /// A checkpoint could not be read or does not fit the model.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A checkpoint lacks a parameter the model needs.
+    #[error("checkpoint {path}: missing key `{key}` (expected shape {expected:?})")]
+    MissingKey {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The parameter name, in official naming.
+        key: String,
+        /// The shape the model expects.
+        expected: Vec<usize>,
+    },
+
+    /// A checkpoint holds a parameter the model does not have.
+    #[error("checkpoint {path}: unexpected key `{key}` (shape {found:?}); is this the right architecture?")]
+    UnexpectedKey {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The parameter name found in the file.
+        key: String,
+        /// Its shape.
+        found: Vec<usize>,
+    },
+
+    /// A checkpoint parameter has another shape than the model's.
+    #[error("checkpoint {path}: key `{key}` has shape {found:?}, the model expects {expected:?}")]
+    ShapeMismatch {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The parameter name.
+        key: String,
+        /// The shape the model expects.
+        expected: Vec<usize>,
+        /// The shape found in the file.
+        found: Vec<usize>,
+    },
+
+    /// An input tensor does not fit the model (wrong shape, wrong label width, bad mask).
+    #[error("invalid input: {0}")]
+    Input(String),
+}
+
+/// Result type of the `maskdit` crate.
+pub type Result<T> = std::result::Result<T, Error>;

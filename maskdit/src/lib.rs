@@ -1,0 +1,44 @@
+//! MaskDiT — the masked diffusion transformer of "Fast Training of Diffusion Models with
+//! Masked Transformers" (Zheng, Nie, Vahdat, Anandkumar) — on candle.
+//!
+//! Load an official checkpoint and denoise a batch:
+//!
+//! ```no_run
+//! use candle_core::{DType, Device, Tensor};
+//! use maskdit::{checkpoint, ModelConfig, WeightSet};
+//!
+//! # fn main() -> maskdit::Result<()> {
+//! let config = ModelConfig::preset("DiT-XL/2", 32, 4, 1000, true)?;
+//! let model = checkpoint::load(
+//!     "imagenet256-ckpt-best_with_guidance.pt".as_ref(),
+//!     &config,
+//!     WeightSet::Ema,
+//!     DType::F32,
+//!     &Device::Cpu,
+//! )?;
+//! let x = Tensor::randn(0f32, 1.0, (2, 4, 32, 32), &Device::Cpu)?;
+//! let sigma = Tensor::new(&[2.5f32, 2.5], &Device::Cpu)?;
+//! let labels = Tensor::zeros((2, 1000), DType::F32, &Device::Cpu)?; // null labels
+//! let denoised = model.denoise_guided(&x, &sigma, Some(&labels), 1.5)?;
+//! # let _ = denoised;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod block;
+pub mod checkpoint;
+pub mod config;
+pub mod embed;
+mod error;
+pub mod heads;
+pub mod mask;
+pub mod model;
+pub mod ops;
+pub mod pos_embed;
+pub mod precond;
+
+pub use checkpoint::WeightSet;
+pub use config::ModelConfig;
+pub use error::{Error, Result};
+pub use mask::Mask;
+pub use model::{MaskDit, MaskedOutput};

@@ -1,0 +1,1 @@
+//! Samplers for EDM-preconditioned diffusion models.

@@ -1,0 +1,136 @@
+//! Helpers shared by the workspace tests: locating the reference tensors of the official
+//! implementation and comparing against them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+/// The folder of reference cases: `$MASKDIT_GOLDEN`, or `tests/golden/` of this workspace.
+/// A relative `MASKDIT_GOLDEN` is taken from the current directory, else from the workspace root.
+pub fn golden_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match std::env::var_os("MASKDIT_GOLDEN") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() || dir.exists() {
+                dir
+            } else {
+                manifest.parent().expect("workspace root").join(dir)
+            }
+        }
+        None => manifest.join("golden"),
+    }
+}
+
+/// What a case folder holds, judged from its `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseKind {
+    /// A MaskDiT model case (forward, loss, training, sampler references).
+    Model,
+    /// An AutoencoderKL in the original latent-diffusion layout.
+    VaeLdm,
+    /// An AutoencoderKL in the diffusers layout.
+    VaeDiffusers,
+}
+
+/// Every case folder of the golden root with its kind. Panics on a folder without a readable
+/// `config.json` or of a kind no test knows, so that no case is skipped silently.
+pub fn cases() -> Vec<(PathBuf, CaseKind)> {
+    let root = golden_root();
+    let entries = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("cannot read golden folder {}: {e}", root.display()));
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        if !path.is_dir() {
+            continue;
+        }
+        let text = std::fs::read_to_string(path.join("config.json"))
+            .unwrap_or_else(|e| panic!("case {} has no readable config.json: {e}", path.display()));
+        let config: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("case {}: bad config.json: {e}", path.display()));
+        let kind = if config.get("hidden_size").is_some() {
+            CaseKind::Model
+        } else if config.get("format").and_then(|f| f.as_str()) == Some("ldm") {
+            CaseKind::VaeLdm
+        } else if config.get("_class_name").and_then(|c| c.as_str()) == Some("AutoencoderKL") {
+            CaseKind::VaeDiffusers
+        } else {
+            panic!(
+                "case {}: config.json describes nothing the tests know how to check",
+                path.display()
+            );
+        };
+        out.push((path, kind));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(!out.is_empty(), "no case folders in {}", root.display());
+    out
+}
+
+/// The case folders of one kind.
+pub fn cases_of(kind: CaseKind) -> Vec<PathBuf> {
+    cases()
+        .into_iter()
+        .filter(|(_, k)| *k == kind)
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Reads every tensor of a safetensors file on the CPU.
+pub fn load(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// `map[key]`, or a panic naming the file's missing key.
+pub fn get<'a>(map: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
+    map.get(key)
+        .unwrap_or_else(|| panic!("reference file lacks `{key}`"))
+}
+
+/// A scalar tensor as f64.
+pub fn scalar(map: &HashMap<String, Tensor>, key: &str) -> f64 {
+    get(map, key)
+        .to_dtype(DType::F64)
+        .and_then(|t| t.flatten_all()?.get(0)?.to_scalar::<f64>())
+        .expect("scalar")
+}
+
+/// ‖got − want‖₂ / ‖want‖₂ (or the absolute norm when `want` is zero), in f64.
+pub fn relative_l2(got: &Tensor, want: &Tensor) -> f64 {
+    assert_eq!(got.dims(), want.dims(), "shape mismatch");
+    let got = got
+        .to_dtype(DType::F64)
+        .and_then(|t| t.flatten_all())
+        .expect("f64");
+    let want = want
+        .to_dtype(DType::F64)
+        .and_then(|t| t.flatten_all())
+        .expect("f64");
+    let diff = (&got - &want)
+        .and_then(|d| d.sqr()?.sum_all()?.to_scalar::<f64>())
+        .expect("norm")
+        .sqrt();
+    let norm = want
+        .sqr()
+        .and_then(|d| d.sum_all()?.to_scalar::<f64>())
+        .expect("norm")
+        .sqrt();
+    if norm == 0.0 {
+        diff
+    } else {
+        diff / norm
+    }
+}
+
+/// Panics with a message naming `what` when the relative L2 error exceeds `tolerance`.
+pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tolerance: f64) {
+    let err = relative_l2(got, want);
+    assert!(
+        err <= tolerance,
+        "{what}: relative L2 error {err:.3e} exceeds {tolerance:.0e}"
+    );
+    eprintln!("{what}: relative L2 error {err:.3e}");
+}
