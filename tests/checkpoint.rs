@@ -9,13 +9,8 @@ use maskdit::{checkpoint, Error, Mask, ModelConfig, WeightSet};
 use maskdit_tests::{cases_of, get, load, relative_l2, CaseKind};
 
 fn first_case() -> (PathBuf, ModelConfig) {
-    let case = cases_of(CaseKind::Model)
-        .into_iter()
-        .next()
-        .expect("a model case");
-    let config =
-        ModelConfig::from_json(&std::fs::read_to_string(case.join("config.json")).unwrap())
-            .unwrap();
+    let case = cases_of(CaseKind::Model).into_iter().next().expect("a model case");
+    let config = ModelConfig::from_json(&std::fs::read_to_string(case.join("config.json")).unwrap()).unwrap();
     (case, config)
 }
 
@@ -29,11 +24,7 @@ fn weights(case: &Path) -> HashMap<String, Tensor> {
     load(&case.join("weights.safetensors"))
 }
 
-fn load_from(
-    tensors: &HashMap<String, Tensor>,
-    config: &ModelConfig,
-    name: &str,
-) -> maskdit::Result<maskdit::MaskDit> {
+fn load_from(tensors: &HashMap<String, Tensor>, config: &ModelConfig, name: &str) -> maskdit::Result<maskdit::MaskDit> {
     let path = scratch(name).join("w.safetensors");
     checkpoint::save(tensors, &path).unwrap();
     checkpoint::load(&path, config, WeightSet::Ema, DType::F32, &Device::Cpu)
@@ -54,15 +45,9 @@ fn missing_key_is_named() {
 fn unexpected_key_is_named() {
     let (case, config) = first_case();
     let mut tensors = weights(&case);
-    tensors.insert(
-        "model.extra.weight".into(),
-        Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
-    );
+    tensors.insert("model.extra.weight".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap());
     let err = load_from(&tensors, &config, "unexpected").unwrap_err();
-    assert!(
-        matches!(&err, Error::UnexpectedKey { key, .. } if key == "model.extra.weight"),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::UnexpectedKey { key, .. } if key == "model.extra.weight"), "{err}");
 }
 
 #[test]
@@ -71,16 +56,11 @@ fn shape_mismatch_names_key_and_both_shapes() {
     let mut tensors = weights(&case);
     let key = "model.final_layer.linear.bias";
     let want = tensors[key].dims().to_vec();
-    tensors.insert(
-        key.into(),
-        Tensor::zeros(want[0] + 1, DType::F32, &Device::Cpu).unwrap(),
-    );
+    tensors.insert(key.into(), Tensor::zeros(want[0] + 1, DType::F32, &Device::Cpu).unwrap());
     let err = load_from(&tensors, &config, "shape").unwrap_err();
     let text = err.to_string();
     assert!(
-        text.contains(key)
-            && text.contains(&format!("{want:?}"))
-            && text.contains(&format!("[{}]", want[0] + 1)),
+        text.contains(key) && text.contains(&format!("{want:?}")) && text.contains(&format!("[{}]", want[0] + 1)),
         "{text}"
     );
 }
@@ -88,19 +68,11 @@ fn shape_mismatch_names_key_and_both_shapes() {
 #[test]
 fn wrapper_prefixes_are_tolerated() {
     let (case, config) = first_case();
-    let tensors: HashMap<String, Tensor> = weights(&case)
-        .into_iter()
-        .map(|(k, v)| (format!("module._orig_mod.{k}"), v))
-        .collect();
+    let tensors: HashMap<String, Tensor> =
+        weights(&case).into_iter().map(|(k, v)| (format!("module._orig_mod.{k}"), v)).collect();
     let model = load_from(&tensors, &config, "prefix").unwrap();
     let refs = load(&case.join("forward.safetensors"));
-    let out = model
-        .denoise(
-            get(&refs, "x"),
-            get(&refs, "sigma"),
-            Some(get(&refs, "labels")),
-        )
-        .unwrap();
+    let out = model.denoise(get(&refs, "x"), get(&refs, "sigma"), Some(get(&refs, "labels"))).unwrap();
     assert!(relative_l2(&out, get(&refs, "out")) <= 1e-5);
 }
 
@@ -111,18 +83,10 @@ fn corrupt_and_absent_files_give_clear_errors() {
     for name in ["bad.safetensors", "bad.pt"] {
         let path = dir.join(name);
         std::fs::write(&path, b"this is not a checkpoint").unwrap();
-        let err =
-            checkpoint::load(&path, &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap_err();
+        let err = checkpoint::load(&path, &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap_err();
         assert!(matches!(err, Error::Checkpoint { .. }), "{name}: {err}");
     }
-    let err = checkpoint::load(
-        &dir.join("absent.pt"),
-        &config,
-        WeightSet::Ema,
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap_err();
+    let err = checkpoint::load(&dir.join("absent.pt"), &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
 
@@ -130,14 +94,8 @@ fn corrupt_and_absent_files_give_clear_errors() {
 fn wrong_architecture_is_rejected() {
     let (case, mut config) = first_case();
     config.depth += 1;
-    let err = checkpoint::load(
-        &case.join("weights.safetensors"),
-        &config,
-        WeightSet::Ema,
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap_err();
+    let err = checkpoint::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, DType::F32, &Device::Cpu)
+        .unwrap_err();
     assert!(matches!(err, Error::MissingKey { .. }), "{err}");
 }
 
@@ -146,22 +104,10 @@ fn reduced_precision_inference_stays_close() {
     let (case, config) = first_case();
     let refs = load(&case.join("forward.safetensors"));
     for dtype in [DType::F16, DType::BF16] {
-        let model = checkpoint::load(
-            &case.join("weights.safetensors"),
-            &config,
-            WeightSet::Ema,
-            dtype,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let model =
+            checkpoint::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, dtype, &Device::Cpu).unwrap();
         assert_eq!(model.dtype(), dtype);
-        let out = model
-            .denoise(
-                get(&refs, "x"),
-                get(&refs, "sigma"),
-                Some(get(&refs, "labels")),
-            )
-            .unwrap();
+        let out = model.denoise(get(&refs, "x"), get(&refs, "sigma"), Some(get(&refs, "labels"))).unwrap();
         assert_eq!(out.dtype(), DType::F32);
         let err = relative_l2(&out, get(&refs, "out"));
         assert!(err < 2e-2, "{dtype:?}: relative error {err}");
@@ -171,14 +117,8 @@ fn reduced_precision_inference_stays_close() {
 #[test]
 fn random_mask_keeps_the_right_tokens() {
     let (case, config) = first_case();
-    let model = checkpoint::load(
-        &case.join("weights.safetensors"),
-        &config,
-        WeightSet::Ema,
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let model =
+        checkpoint::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
     let length = config.num_patches();
     let mask = Mask::random(5, length, 0.5, &mut rng, &Device::Cpu).unwrap();
@@ -186,37 +126,17 @@ fn random_mask_keeps_the_right_tokens() {
     let removed: Vec<f32> = mask.binary().sum(1).unwrap().to_vec1().unwrap();
     assert!(removed.iter().all(|&r| r as usize == length - length / 2));
     let again = Mask::from_ids(mask.ids_keep(), mask.ids_restore()).unwrap();
-    assert_eq!(
-        again.binary().to_vec2::<f32>().unwrap(),
-        mask.binary().to_vec2::<f32>().unwrap()
-    );
-    let x = Tensor::randn(
-        0f32,
-        1.0,
-        (5, config.in_channels, config.input_size, config.input_size),
-        &Device::Cpu,
-    )
-    .unwrap();
+    assert_eq!(again.binary().to_vec2::<f32>().unwrap(), mask.binary().to_vec2::<f32>().unwrap());
+    let x =
+        Tensor::randn(0f32, 1.0, (5, config.in_channels, config.input_size, config.input_size), &Device::Cpu).unwrap();
     let sigma = Tensor::new(1.0f32, &Device::Cpu).unwrap();
     let out = model.denoise_train(&x, &sigma, None, Some(&mask)).unwrap();
     assert_eq!(out.denoised.dims(), x.dims());
     // The encoder sees the kept tokens only: changing the pixels of a removed patch changes
     // the output only through the skip connection c_skip·x.
-    let removed_token = mask
-        .binary()
-        .get(0)
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .position(|&m| m == 1.0)
-        .unwrap();
+    let removed_token = mask.binary().get(0).unwrap().to_vec1::<f32>().unwrap().iter().position(|&m| m == 1.0).unwrap();
     let grid = config.grid_size();
-    let (row, col, p) = (
-        removed_token / grid,
-        removed_token % grid,
-        config.patch_size,
-    );
+    let (row, col, p) = (removed_token / grid, removed_token % grid, config.patch_size);
     let mut bump = vec![0f32; x.elem_count()];
     let (c, s) = (config.in_channels, config.input_size);
     for ch in 0..c {
@@ -227,25 +147,14 @@ fn random_mask_keeps_the_right_tokens() {
         }
     }
     let bump = Tensor::from_vec(bump, x.dims(), &Device::Cpu).unwrap();
-    let moved = model
-        .denoise_train(&(&x + &bump).unwrap(), &sigma, None, Some(&mask))
-        .unwrap();
+    let moved = model.denoise_train(&(&x + &bump).unwrap(), &sigma, None, Some(&mask)).unwrap();
     let c_skip = 0.25 / (1.0 + 0.25);
     let want = (&out.denoised + (&bump * c_skip).unwrap()).unwrap();
-    assert!(
-        relative_l2(&moved.denoised, &want) < 1e-6,
-        "a removed patch reached the network"
-    );
+    assert!(relative_l2(&moved.denoised, &want) < 1e-6, "a removed patch reached the network");
     let keep = mask.ids_keep().to_vec2::<u32>().unwrap();
-    let swapped: Vec<u32> = keep
-        .iter()
-        .flat_map(|row| row.iter().rev().copied())
-        .collect();
+    let swapped: Vec<u32> = keep.iter().flat_map(|row| row.iter().rev().copied()).collect();
     let swapped = Tensor::from_vec(swapped, mask.ids_keep().dims(), &Device::Cpu).unwrap();
-    assert!(
-        Mask::from_ids(&swapped, mask.ids_restore()).is_err(),
-        "inconsistent ids must be rejected"
-    );
+    assert!(Mask::from_ids(&swapped, mask.ids_restore()).is_err(), "inconsistent ids must be rejected");
 }
 
 #[test]
@@ -259,19 +168,9 @@ fn unconditional_model_runs_and_rejects_labels() {
     let out = model.denoise(&x, &sigma, None).unwrap();
     assert_eq!(out.dims(), x.dims());
     let labels = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
-    assert!(matches!(
-        model.denoise(&x, &sigma, Some(&labels)),
-        Err(Error::Input(_))
-    ));
+    assert!(matches!(model.denoise(&x, &sigma, Some(&labels)), Err(Error::Input(_))));
     // A fresh model is adaLN-Zero: the network output is zero, so D(x) = c_skip·x.
-    let c_skip = (sigma.sqr().unwrap() + 0.25)
-        .unwrap()
-        .recip()
-        .unwrap()
-        .affine(0.25, 0.0)
-        .unwrap();
-    let want = x
-        .broadcast_mul(&c_skip.reshape((2, 1, 1, 1)).unwrap())
-        .unwrap();
+    let c_skip = (sigma.sqr().unwrap() + 0.25).unwrap().recip().unwrap().affine(0.25, 0.0).unwrap();
+    let want = x.broadcast_mul(&c_skip.reshape((2, 1, 1, 1)).unwrap()).unwrap();
     assert!(relative_l2(&out, &want) < 1e-6);
 }

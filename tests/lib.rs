@@ -38,8 +38,8 @@ pub enum CaseKind {
 /// `config.json` or of a kind no test knows, so that no case is skipped silently.
 pub fn cases() -> Vec<(PathBuf, CaseKind)> {
     let root = golden_root();
-    let entries = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("cannot read golden folder {}: {e}", root.display()));
+    let entries =
+        std::fs::read_dir(&root).unwrap_or_else(|e| panic!("cannot read golden folder {}: {e}", root.display()));
     let mut out = Vec::new();
     for entry in entries {
         let path = entry.expect("directory entry").path();
@@ -48,8 +48,8 @@ pub fn cases() -> Vec<(PathBuf, CaseKind)> {
         }
         let text = std::fs::read_to_string(path.join("config.json"))
             .unwrap_or_else(|e| panic!("case {} has no readable config.json: {e}", path.display()));
-        let config: serde_json::Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("case {}: bad config.json: {e}", path.display()));
+        let config: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("case {}: bad config.json: {e}", path.display()));
         let kind = if config.get("hidden_size").is_some() {
             CaseKind::Model
         } else if config.get("format").and_then(|f| f.as_str()) == Some("ldm") {
@@ -57,10 +57,7 @@ pub fn cases() -> Vec<(PathBuf, CaseKind)> {
         } else if config.get("_class_name").and_then(|c| c.as_str()) == Some("AutoencoderKL") {
             CaseKind::VaeDiffusers
         } else {
-            panic!(
-                "case {}: config.json describes nothing the tests know how to check",
-                path.display()
-            );
+            panic!("case {}: config.json describes nothing the tests know how to check", path.display());
         };
         out.push((path, kind));
     }
@@ -71,53 +68,31 @@ pub fn cases() -> Vec<(PathBuf, CaseKind)> {
 
 /// The case folders of one kind.
 pub fn cases_of(kind: CaseKind) -> Vec<PathBuf> {
-    cases()
-        .into_iter()
-        .filter(|(_, k)| *k == kind)
-        .map(|(p, _)| p)
-        .collect()
+    cases().into_iter().filter(|(_, k)| *k == kind).map(|(p, _)| p).collect()
 }
 
 /// Reads every tensor of a safetensors file on the CPU.
 pub fn load(path: &Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(path, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 /// `map[key]`, or a panic naming the file's missing key.
 pub fn get<'a>(map: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
-    map.get(key)
-        .unwrap_or_else(|| panic!("reference file lacks `{key}`"))
+    map.get(key).unwrap_or_else(|| panic!("reference file lacks `{key}`"))
 }
 
 /// A scalar tensor as f64.
 pub fn scalar(map: &HashMap<String, Tensor>, key: &str) -> f64 {
-    get(map, key)
-        .to_dtype(DType::F64)
-        .and_then(|t| t.flatten_all()?.get(0)?.to_scalar::<f64>())
-        .expect("scalar")
+    get(map, key).to_dtype(DType::F64).and_then(|t| t.flatten_all()?.get(0)?.to_scalar::<f64>()).expect("scalar")
 }
 
 /// ‖got − want‖₂ / ‖want‖₂ (or the absolute norm when `want` is zero), in f64.
 pub fn relative_l2(got: &Tensor, want: &Tensor) -> f64 {
     assert_eq!(got.dims(), want.dims(), "shape mismatch");
-    let got = got
-        .to_dtype(DType::F64)
-        .and_then(|t| t.flatten_all())
-        .expect("f64");
-    let want = want
-        .to_dtype(DType::F64)
-        .and_then(|t| t.flatten_all())
-        .expect("f64");
-    let diff = (&got - &want)
-        .and_then(|d| d.sqr()?.sum_all()?.to_scalar::<f64>())
-        .expect("norm")
-        .sqrt();
-    let norm = want
-        .sqr()
-        .and_then(|d| d.sum_all()?.to_scalar::<f64>())
-        .expect("norm")
-        .sqrt();
+    let got = got.to_dtype(DType::F64).and_then(|t| t.flatten_all()).expect("f64");
+    let want = want.to_dtype(DType::F64).and_then(|t| t.flatten_all()).expect("f64");
+    let diff = (&got - &want).and_then(|d| d.sqr()?.sum_all()?.to_scalar::<f64>()).expect("norm").sqrt();
+    let norm = want.sqr().and_then(|d| d.sum_all()?.to_scalar::<f64>()).expect("norm").sqrt();
     if norm == 0.0 {
         diff
     } else {
@@ -128,9 +103,6 @@ pub fn relative_l2(got: &Tensor, want: &Tensor) -> f64 {
 /// Panics with a message naming `what` when the relative L2 error exceeds `tolerance`.
 pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tolerance: f64) {
     let err = relative_l2(got, want);
-    assert!(
-        err <= tolerance,
-        "{what}: relative L2 error {err:.3e} exceeds {tolerance:.0e}"
-    );
+    assert!(err <= tolerance, "{what}: relative L2 error {err:.3e} exceeds {tolerance:.0e}");
     eprintln!("{what}: relative L2 error {err:.3e}");
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use maskdit::{checkpoint, Mask, MaskDit, ModelConfig, WeightSet};
+use maskdit_sampler::{Denoiser, Guided};
 use maskdit_tests::{assert_close, cases_of, get, load, scalar, CaseKind};
 
 const FORWARD_TOLERANCE: f64 = 1e-5;
@@ -16,14 +17,8 @@ fn config(case: &Path) -> ModelConfig {
 }
 
 fn model(case: &Path, file: &str, set: WeightSet) -> MaskDit {
-    checkpoint::load(
-        &case.join(file),
-        &config(case),
-        set,
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", case.display()))
+    checkpoint::load(&case.join(file), &config(case), set, DType::F32, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", case.display()))
 }
 
 fn model_cases() -> Vec<std::path::PathBuf> {
@@ -37,19 +32,8 @@ fn unmasked_forward_matches_reference() {
     for case in model_cases() {
         let refs = load(&case.join("forward.safetensors"));
         let net = model(&case, "weights.safetensors", WeightSet::Ema);
-        let out = net
-            .denoise(
-                get(&refs, "x"),
-                get(&refs, "sigma"),
-                Some(get(&refs, "labels")),
-            )
-            .unwrap();
-        assert_close(
-            &format!("{} forward.out", case.display()),
-            &out,
-            get(&refs, "out"),
-            FORWARD_TOLERANCE,
-        );
+        let out = net.denoise(get(&refs, "x"), get(&refs, "sigma"), Some(get(&refs, "labels"))).unwrap();
+        assert_close(&format!("{} forward.out", case.display()), &out, get(&refs, "out"), FORWARD_TOLERANCE);
     }
 }
 
@@ -84,31 +68,12 @@ fn masked_forward_matches_reference() {
         let net = model(&case, "weights.safetensors", WeightSet::Ema);
         let mask = Mask::from_ids(get(&refs, "ids_keep"), get(&refs, "ids_restore")).unwrap();
         let length = get(&refs, "ids_restore").dim(1).unwrap();
-        assert_eq!(
-            mask.kept(),
-            maskdit::mask::kept_tokens(length, scalar(&refs, "mask_ratio"))
-        );
-        let out = net
-            .denoise_train(
-                get(&refs, "x"),
-                get(&refs, "sigma"),
-                Some(get(&refs, "labels")),
-                Some(&mask),
-            )
-            .unwrap();
+        assert_eq!(mask.kept(), maskdit::mask::kept_tokens(length, scalar(&refs, "mask_ratio")));
+        let out =
+            net.denoise_train(get(&refs, "x"), get(&refs, "sigma"), Some(get(&refs, "labels")), Some(&mask)).unwrap();
         let name = case.display();
-        assert_close(
-            &format!("{name} forward_masked.out"),
-            &out.denoised,
-            get(&refs, "out"),
-            FORWARD_TOLERANCE,
-        );
-        assert_close(
-            &format!("{name} forward_masked.mask"),
-            &out.mask.unwrap(),
-            get(&refs, "mask"),
-            FORWARD_TOLERANCE,
-        );
+        assert_close(&format!("{name} forward_masked.out"), &out.denoised, get(&refs, "out"), FORWARD_TOLERANCE);
+        assert_close(&format!("{name} forward_masked.mask"), &out.mask.unwrap(), get(&refs, "mask"), FORWARD_TOLERANCE);
     }
 }
 
@@ -117,20 +82,9 @@ fn guided_forward_matches_reference() {
     for case in model_cases() {
         let refs = load(&case.join("forward_cfg.safetensors"));
         let net = model(&case, "weights.safetensors", WeightSet::Ema);
-        let out = net
-            .denoise_guided(
-                get(&refs, "x"),
-                get(&refs, "sigma"),
-                Some(get(&refs, "labels")),
-                scalar(&refs, "cfg_scale"),
-            )
-            .unwrap();
-        assert_close(
-            &format!("{} forward_cfg.out", case.display()),
-            &out,
-            get(&refs, "out"),
-            FORWARD_TOLERANCE,
-        );
+        let guided = Guided::new(&net, scalar(&refs, "cfg_scale"));
+        let out = guided.denoise(get(&refs, "x"), get(&refs, "sigma"), Some(get(&refs, "labels"))).unwrap();
+        assert_close(&format!("{} forward_cfg.out", case.display()), &out, get(&refs, "out"), FORWARD_TOLERANCE);
     }
 }
 
@@ -139,14 +93,7 @@ fn unmasked_training_forward_equals_inference_forward() {
     for case in model_cases() {
         let refs = load(&case.join("forward.safetensors"));
         let net = model(&case, "weights.safetensors", WeightSet::Ema);
-        let out = net
-            .denoise_train(
-                get(&refs, "x"),
-                get(&refs, "sigma"),
-                Some(get(&refs, "labels")),
-                None,
-            )
-            .unwrap();
+        let out = net.denoise_train(get(&refs, "x"), get(&refs, "sigma"), Some(get(&refs, "labels")), None).unwrap();
         assert!(out.mask.is_none());
         assert_close(
             &format!("{} differentiable kernels", case.display()),
@@ -170,8 +117,7 @@ fn manifest_config(name: &str) -> ModelConfig {
 #[test]
 fn full_size_presets_match_manifest() {
     let path = maskdit_tests::golden_root().join("manifest.json");
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let entries = manifest.as_object().expect("manifest is an object");
     assert!(!entries.is_empty());
     for (name, entry) in entries {
@@ -180,40 +126,20 @@ fn full_size_presets_match_manifest() {
             .as_object()
             .unwrap()
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|d| d.as_u64().unwrap() as usize)
-                        .collect(),
-                )
-            })
+            .map(|(k, v)| (k.clone(), v.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()))
             .collect();
-        let got: HashMap<String, Vec<usize>> = MaskDit::parameter_shapes(&config)
-            .unwrap()
-            .into_iter()
-            .collect();
+        let got: HashMap<String, Vec<usize>> = MaskDit::parameter_shapes(&config).unwrap().into_iter().collect();
         assert_eq!(got.len(), want.len(), "{name}: parameter count of names");
         for (key, shape) in &want {
             assert_eq!(got.get(key), Some(shape), "{name}: parameter `{key}`");
         }
         let total: usize = got.values().map(|s| s.iter().product::<usize>()).sum();
-        assert_eq!(
-            total as u64,
-            entry["num_parameters"].as_u64().unwrap(),
-            "{name}: number of parameters"
-        );
+        assert_eq!(total as u64, entry["num_parameters"].as_u64().unwrap(), "{name}: number of parameters");
         let frozen: usize = maskdit::model::FROZEN_PARAMETERS
             .iter()
             .filter_map(|k| got.get(*k))
             .map(|s| s.iter().product::<usize>())
             .sum();
-        assert_eq!(
-            (total - frozen) as u64,
-            entry["num_trainable"].as_u64().unwrap(),
-            "{name}: trainable parameters"
-        );
+        assert_eq!((total - frozen) as u64, entry["num_trainable"].as_u64().unwrap(), "{name}: trainable parameters");
     }
 }

@@ -1,6 +1,6 @@
 //! The adaLN-Zero DiT block: attention and MLP, each modulated and gated by the condition.
 
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
 
 use crate::embed::xavier_uniform;
@@ -18,20 +18,8 @@ pub struct Attention {
 impl Attention {
     /// Reads `qkv` and `proj`.
     pub fn new(vb: &VarBuilder, width: usize, heads: usize) -> Result<Self> {
-        let qkv = Linear::new(
-            &vb.pp("qkv"),
-            width,
-            3 * width,
-            true,
-            xavier_uniform(width, 3 * width),
-        )?;
-        let proj = Linear::new(
-            &vb.pp("proj"),
-            width,
-            width,
-            true,
-            xavier_uniform(width, width),
-        )?;
+        let qkv = Linear::new(&vb.pp("qkv"), width, 3 * width, true, xavier_uniform(width, 3 * width))?;
+        let proj = Linear::new(&vb.pp("proj"), width, width, true, xavier_uniform(width, width))?;
         Ok(Self { qkv, proj, heads })
     }
 
@@ -39,21 +27,14 @@ impl Attention {
     pub fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
         let (n, l, width) = x.dims3()?;
         let head_dim = width / self.heads;
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((n, l, 3, self.heads, head_dim))?
-            .permute((2, 0, 3, 1, 4))?;
+        let qkv = self.qkv.apply(x, kernels)?.reshape((n, l, 3, self.heads, head_dim))?.permute((2, 0, 3, 1, 4))?;
         let q = (qkv.get(0)? * (head_dim as f64).powf(-0.5))?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
         let scores = q.matmul(&k.t()?)?;
         let weights = softmax_last_dim(&scores, kernels)?;
-        let out = weights
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((n, l, width))?;
-        Ok(self.proj.forward(&out)?)
+        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((n, l, width))?;
+        self.proj.apply(&out, kernels)
     }
 }
 
@@ -67,26 +48,14 @@ pub struct Mlp {
 impl Mlp {
     /// Reads `fc1` and `fc2`.
     pub fn new(vb: &VarBuilder, width: usize, hidden: usize) -> Result<Self> {
-        let fc1 = Linear::new(
-            &vb.pp("fc1"),
-            width,
-            hidden,
-            true,
-            xavier_uniform(width, hidden),
-        )?;
-        let fc2 = Linear::new(
-            &vb.pp("fc2"),
-            hidden,
-            width,
-            true,
-            xavier_uniform(hidden, width),
-        )?;
+        let fc1 = Linear::new(&vb.pp("fc1"), width, hidden, true, xavier_uniform(width, hidden))?;
+        let fc2 = Linear::new(&vb.pp("fc2"), hidden, width, true, xavier_uniform(hidden, width))?;
         Ok(Self { fc1, fc2 })
     }
 
     /// `(N, L, width)` → `(N, L, width)`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.fc2.forward(&self.fc1.forward(x)?.gelu()?)?)
+    pub fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        self.fc2.apply(&self.fc1.apply(x, kernels)?.gelu()?, kernels)
     }
 }
 
@@ -100,40 +69,21 @@ pub struct DitBlock {
 
 impl DitBlock {
     /// Reads `attn`, `mlp` and `adaLN_modulation.1`.
-    pub fn new(
-        vb: &VarBuilder,
-        width: usize,
-        cond_width: usize,
-        heads: usize,
-        mlp_ratio: f64,
-    ) -> Result<Self> {
+    pub fn new(vb: &VarBuilder, width: usize, cond_width: usize, heads: usize, mlp_ratio: f64) -> Result<Self> {
         let attn = Attention::new(&vb.pp("attn"), width, heads)?;
         let mlp = Mlp::new(&vb.pp("mlp"), width, (width as f64 * mlp_ratio) as usize)?;
-        let ada_ln = Linear::new(
-            &vb.pp("adaLN_modulation.1"),
-            cond_width,
-            6 * width,
-            true,
-            Init::Const(0.0),
-        )?;
+        let ada_ln = Linear::new(&vb.pp("adaLN_modulation.1"), cond_width, 6 * width, true, Init::Const(0.0))?;
         Ok(Self { attn, mlp, ada_ln })
     }
 
     /// `x` `(N, L, width)`, `c` `(N, cond_width)` → `(N, L, width)`.
     pub fn forward(&self, x: &Tensor, c: &Tensor, kernels: Kernels) -> Result<Tensor> {
-        let m = self.ada_ln.forward(&c.silu()?)?.chunk(6, 1)?;
+        let m = self.ada_ln.apply(&c.silu()?, kernels)?.chunk(6, 1)?;
         let (shift_msa, scale_msa, gate_msa) = (&m[0], &m[1], &m[2]);
         let (shift_mlp, scale_mlp, gate_mlp) = (&m[3], &m[4], &m[5]);
         let h = modulate(&layer_norm(x, kernels)?, shift_msa, scale_msa)?;
-        let x = (x + self
-            .attn
-            .forward(&h, kernels)?
-            .broadcast_mul(&gate_msa.unsqueeze(1)?)?)?;
+        let x = (x + self.attn.forward(&h, kernels)?.broadcast_mul(&gate_msa.unsqueeze(1)?)?)?;
         let h = modulate(&layer_norm(&x, kernels)?, shift_mlp, scale_mlp)?;
-        Ok((&x
-            + self
-                .mlp
-                .forward(&h)?
-                .broadcast_mul(&gate_mlp.unsqueeze(1)?)?)?)
+        Ok((&x + self.mlp.forward(&h, kernels)?.broadcast_mul(&gate_mlp.unsqueeze(1)?)?)?)
     }
 }

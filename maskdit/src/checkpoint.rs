@@ -41,10 +41,7 @@ pub fn strip_wrapper_prefixes(name: &str) -> &str {
 }
 
 fn checkpoint_error(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    Error::Checkpoint { path: path.to_path_buf(), reason: reason.into() }
 }
 
 /// Reads every tensor of a weights file, on the CPU in the file's dtypes, with wrapper prefixes
@@ -69,29 +66,18 @@ pub fn read_tensors(path: &Path, set: WeightSet) -> Result<HashMap<String, Tenso
     for (name, tensor) in raw {
         let key = strip_wrapper_prefixes(&name).to_string();
         if tensors.insert(key.clone(), tensor).is_some() {
-            return Err(checkpoint_error(
-                path,
-                format!("key `{key}` appears twice once prefixes are stripped"),
-            ));
+            return Err(checkpoint_error(path, format!("key `{key}` appears twice once prefixes are stripped")));
         }
     }
     Ok(tensors)
 }
 
 fn read_pytorch(path: &Path, set: WeightSet) -> Result<Vec<(String, Tensor)>> {
-    let unreadable = |e: candle_core::Error| {
-        checkpoint_error(path, format!("not a readable PyTorch checkpoint ({e})"))
-    };
+    let unreadable = |e: candle_core::Error| checkpoint_error(path, format!("not a readable PyTorch checkpoint ({e})"));
     let top = candle_core::pickle::PthTensors::new(path, None).map_err(unreadable)?;
     let source = if top.tensor_infos().is_empty() {
         candle_core::pickle::PthTensors::new(path, Some(set.key())).map_err(|_| {
-            checkpoint_error(
-                path,
-                format!(
-                    "holds no `{}` weights and is not a plain state dict",
-                    set.key()
-                ),
-            )
+            checkpoint_error(path, format!("holds no `{}` weights and is not a plain state dict", set.key()))
         })?
     } else {
         top
@@ -105,29 +91,18 @@ fn read_pytorch(path: &Path, set: WeightSet) -> Result<Vec<(String, Tensor)>> {
         }
     }
     if out.is_empty() {
-        return Err(checkpoint_error(
-            path,
-            format!("its `{}` entry holds no tensors", set.key()),
-        ));
+        return Err(checkpoint_error(path, format!("its `{}` entry holds no tensors", set.key())));
     }
     Ok(out)
 }
 
 /// Checks `tensors` against the parameters of `config`: every key present, none extra, shapes equal.
-pub fn check_keys(
-    path: &Path,
-    config: &ModelConfig,
-    tensors: &HashMap<String, Tensor>,
-) -> Result<()> {
+pub fn check_keys(path: &Path, config: &ModelConfig, tensors: &HashMap<String, Tensor>) -> Result<()> {
     let expected = MaskDit::parameter_shapes(config)?;
     for (key, shape) in &expected {
         match tensors.get(key) {
             None => {
-                return Err(Error::MissingKey {
-                    path: path.to_path_buf(),
-                    key: key.clone(),
-                    expected: shape.clone(),
-                })
+                return Err(Error::MissingKey { path: path.to_path_buf(), key: key.clone(), expected: shape.clone() })
             }
             Some(t) if t.dims() != shape.as_slice() => {
                 return Err(Error::ShapeMismatch {
@@ -141,10 +116,7 @@ pub fn check_keys(
         }
     }
     let known: std::collections::HashSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
-    let mut extra: Vec<&String> = tensors
-        .keys()
-        .filter(|k| !known.contains(k.as_str()))
-        .collect();
+    let mut extra: Vec<&String> = tensors.keys().filter(|k| !known.contains(k.as_str())).collect();
     extra.sort();
     if let Some(key) = extra.first() {
         return Err(Error::UnexpectedKey {
@@ -158,13 +130,7 @@ pub fn check_keys(
 
 /// Loads a model of architecture `config` from `path` with strict key and shape checks,
 /// casting the weights to `dtype` on `device`.
-pub fn load(
-    path: &Path,
-    config: &ModelConfig,
-    set: WeightSet,
-    dtype: DType,
-    device: &Device,
-) -> Result<MaskDit> {
+pub fn load(path: &Path, config: &ModelConfig, set: WeightSet, dtype: DType, device: &Device) -> Result<MaskDit> {
     let tensors = read_tensors(path, set)?;
     check_keys(path, config, &tensors)?;
     let vb = VarBuilder::from_tensors(tensors, dtype, device);
@@ -178,17 +144,11 @@ pub fn save(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         checkpoint_error(path, format!("could not be written ({e})"))
     })?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
 /// `dir/.name.tmp-<pid>` next to `path`.
 pub fn temporary_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }

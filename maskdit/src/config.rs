@@ -69,15 +69,9 @@ impl ModelConfig {
         num_classes: usize,
         use_decoder: bool,
     ) -> Result<Self> {
-        let (family, patch) = name
-            .strip_prefix("DiT-")
-            .and_then(|rest| rest.split_once('/'))
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "unknown preset `{name}`; try one of {}",
-                    Self::PRESETS.join(", ")
-                ))
-            })?;
+        let (family, patch) = name.strip_prefix("DiT-").and_then(|rest| rest.split_once('/')).ok_or_else(|| {
+            Error::Config(format!("unknown preset `{name}`; try one of {}", Self::PRESETS.join(", ")))
+        })?;
         let (depth, hidden_size, num_heads) = match family {
             "S" => (12, 384, 6),
             "B" => (12, 768, 12),
@@ -85,27 +79,16 @@ impl ModelConfig {
             "XL" => (28, 1152, 16),
             "H" => (32, 1280, 16),
             _ => {
-                return Err(Error::Config(format!(
-                    "unknown preset `{name}`; try one of {}",
-                    Self::PRESETS.join(", ")
-                )))
+                return Err(Error::Config(format!("unknown preset `{name}`; try one of {}", Self::PRESETS.join(", "))))
             }
         };
         let patch_size = match patch {
             "2" => 2,
             "4" => 4,
             "8" => 8,
-            _ => {
-                return Err(Error::Config(format!(
-                    "unknown preset `{name}`; patch size must be 2, 4 or 8"
-                )))
-            }
+            _ => return Err(Error::Config(format!("unknown preset `{name}`; patch size must be 2, 4 or 8"))),
         };
-        let (dec_hidden, dec_depth, dec_heads) = if use_decoder {
-            OFFICIAL_DECODER
-        } else {
-            (0, 0, 0)
-        };
+        let (dec_hidden, dec_depth, dec_heads) = if use_decoder { OFFICIAL_DECODER } else { (0, 0, 0) };
         let config = Self {
             input_size,
             patch_size,
@@ -129,8 +112,8 @@ impl ModelConfig {
 
     /// Names accepted by [`ModelConfig::preset`].
     pub const PRESETS: [&'static str; 15] = [
-        "DiT-S/2", "DiT-S/4", "DiT-S/8", "DiT-B/2", "DiT-B/4", "DiT-B/8", "DiT-L/2", "DiT-L/4",
-        "DiT-L/8", "DiT-XL/2", "DiT-XL/4", "DiT-XL/8", "DiT-H/2", "DiT-H/4", "DiT-H/8",
+        "DiT-S/2", "DiT-S/4", "DiT-S/8", "DiT-B/2", "DiT-B/4", "DiT-B/8", "DiT-L/2", "DiT-L/4", "DiT-L/8", "DiT-XL/2",
+        "DiT-XL/4", "DiT-XL/8", "DiT-H/2", "DiT-H/4", "DiT-H/8",
     ];
 
     /// Reads a configuration from JSON text (the golden `config.json` layout).
@@ -167,10 +150,7 @@ impl ModelConfig {
     /// Checks that the sizes fit together.
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(Error::Config(m));
-        if self.patch_size == 0
-            || self.input_size == 0
-            || !self.input_size.is_multiple_of(self.patch_size)
-        {
+        if self.patch_size == 0 || self.input_size == 0 || !self.input_size.is_multiple_of(self.patch_size) {
             return fail(format!(
                 "input_size {} is not a positive multiple of patch_size {}",
                 self.input_size, self.patch_size

@@ -1,6 +1,6 @@
 //! The layers after the blocks: the encoder→decoder projection and the final patch projection.
 
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
 
 use crate::embed::xavier_uniform;
@@ -17,33 +17,17 @@ pub struct ModulatedProjection {
 
 impl ModulatedProjection {
     /// Reads `linear` (in → out) and `adaLN_modulation.1` (cond → 2·in).
-    pub fn new(
-        vb: &VarBuilder,
-        in_width: usize,
-        out_width: usize,
-        cond_width: usize,
-        zero_init: bool,
-    ) -> Result<Self> {
-        let init = if zero_init {
-            Init::Const(0.0)
-        } else {
-            xavier_uniform(in_width, out_width)
-        };
+    pub fn new(vb: &VarBuilder, in_width: usize, out_width: usize, cond_width: usize, zero_init: bool) -> Result<Self> {
+        let init = if zero_init { Init::Const(0.0) } else { xavier_uniform(in_width, out_width) };
         let linear = Linear::new(&vb.pp("linear"), in_width, out_width, true, init)?;
-        let ada_ln = Linear::new(
-            &vb.pp("adaLN_modulation.1"),
-            cond_width,
-            2 * in_width,
-            true,
-            Init::Const(0.0),
-        )?;
+        let ada_ln = Linear::new(&vb.pp("adaLN_modulation.1"), cond_width, 2 * in_width, true, Init::Const(0.0))?;
         Ok(Self { linear, ada_ln })
     }
 
     /// `x` `(N, L, in)`, `c` `(N, cond)` → `(N, L, out)`.
     pub fn forward(&self, x: &Tensor, c: &Tensor, kernels: Kernels) -> Result<Tensor> {
-        let m = self.ada_ln.forward(&c.silu()?)?.chunk(2, 1)?;
+        let m = self.ada_ln.apply(&c.silu()?, kernels)?.chunk(2, 1)?;
         let h = modulate(&layer_norm(x, kernels)?, &m[0], &m[1])?;
-        Ok(self.linear.forward(&h)?)
+        self.linear.apply(&h, kernels)
     }
 }

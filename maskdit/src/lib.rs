@@ -6,6 +6,7 @@
 //! ```no_run
 //! use candle_core::{DType, Device, Tensor};
 //! use maskdit::{checkpoint, ModelConfig, WeightSet};
+//! use maskdit_sampler::{Denoiser, Guided};
 //!
 //! # fn main() -> maskdit::Result<()> {
 //! let config = ModelConfig::preset("DiT-XL/2", 32, 4, 1000, true)?;
@@ -19,8 +20,10 @@
 //! let x = Tensor::randn(0f32, 1.0, (2, 4, 32, 32), &Device::Cpu)?;
 //! let sigma = Tensor::new(&[2.5f32, 2.5], &Device::Cpu)?;
 //! let labels = Tensor::zeros((2, 1000), DType::F32, &Device::Cpu)?; // null labels
-//! let denoised = model.denoise_guided(&x, &sigma, Some(&labels), 1.5)?;
-//! # let _ = denoised;
+//! let denoised = model.denoise(&x, &sigma, Some(&labels))?;
+//! // Classifier-free guidance at scale 1.5, both halves in one batched call:
+//! let guided = Guided::new(&model, 1.5).denoise(&x, &sigma, Some(&labels)).unwrap();
+//! # let _ = (denoised, guided);
 //! # Ok(())
 //! # }
 //! ```

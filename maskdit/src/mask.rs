@@ -29,9 +29,7 @@ impl Mask {
         device: &Device,
     ) -> Result<Self> {
         if !(0.0..1.0).contains(&ratio) {
-            return Err(Error::Input(format!(
-                "mask ratio {ratio} must lie in [0, 1)"
-            )));
+            return Err(Error::Input(format!("mask ratio {ratio} must lie in [0, 1)")));
         }
         let mut restore = Vec::with_capacity(batch * length);
         for _ in 0..batch {
@@ -62,11 +60,7 @@ impl Mask {
                 let rank = usize::try_from(rank)
                     .ok()
                     .filter(|&r| r < length && !seen[r])
-                    .ok_or_else(|| {
-                        Error::Input(format!(
-                            "ids_restore row {n} is not a permutation of 0..{length}"
-                        ))
-                    })?;
+                    .ok_or_else(|| Error::Input(format!("ids_restore row {n} is not a permutation of 0..{length}")))?;
                 seen[rank] = true;
                 if rank < keep {
                     keep_ids[n * keep + rank] = token as u32;
@@ -87,18 +81,13 @@ impl Mask {
     pub fn from_ids(ids_keep: &Tensor, ids_restore: &Tensor) -> Result<Self> {
         let (batch, keep) = ids_keep.dims2()?;
         if ids_restore.dim(0)? != batch {
-            return Err(Error::Input(format!(
-                "ids_keep has {batch} rows but ids_restore has {}",
-                ids_restore.dim(0)?
-            )));
+            return Err(Error::Input(format!("ids_keep has {batch} rows but ids_restore has {}", ids_restore.dim(0)?)));
         }
         let mask = Self::from_restore(ids_restore, keep)?;
         let given = ids_keep.to_dtype(DType::I64)?.to_vec2::<i64>()?;
         let derived = mask.ids_keep.to_dtype(DType::I64)?.to_vec2::<i64>()?;
         if given != derived {
-            return Err(Error::Input(
-                "ids_keep does not match the kept ranks of ids_restore".into(),
-            ));
+            return Err(Error::Input("ids_keep does not match the kept ranks of ids_restore".into()));
         }
         Ok(mask)
     }
@@ -126,11 +115,7 @@ impl Mask {
     /// Gathers the kept tokens: `(N, L, D)` → `(N, K, D)`.
     pub fn keep_tokens(&self, x: &Tensor) -> Result<Tensor> {
         let (n, _, d) = x.dims3()?;
-        let index = self
-            .ids_keep
-            .unsqueeze(2)?
-            .broadcast_as((n, self.kept(), d))?
-            .contiguous()?;
+        let index = self.ids_keep.unsqueeze(2)?.broadcast_as((n, self.kept(), d))?.contiguous()?;
         Ok(x.contiguous()?.gather(&index, 1)?)
     }
 
@@ -140,11 +125,7 @@ impl Mask {
         let length = self.ids_restore.dim(1)?;
         let fill = fill.to_dtype(x.dtype())?.broadcast_as((n, length - k, d))?;
         let full = Tensor::cat(&[x, &fill.contiguous()?], 1)?.contiguous()?;
-        let index = self
-            .ids_restore
-            .unsqueeze(2)?
-            .broadcast_as((n, length, d))?
-            .contiguous()?;
+        let index = self.ids_restore.unsqueeze(2)?.broadcast_as((n, length, d))?.contiguous()?;
         Ok(full.gather(&index, 1)?)
     }
 }

@@ -63,77 +63,37 @@ impl MaskDit {
         let c = config;
         let width = c.hidden_size;
         let x_embedder = PatchEmbed::new(&vb.pp("x_embedder"), c.in_channels, width, c.patch_size)?;
-        let pos_embed =
-            vb.get_with_hints((1, c.num_patches(), width), "pos_embed", Init::Const(0.0))?;
+        let pos_embed = vb.get_with_hints((1, c.num_patches(), width), "pos_embed", Init::Const(0.0))?;
         let t_embedder = TimestepEmbedder::new(&vb.pp("t_embedder"), width)?;
         let y_embedder = if c.num_classes > 0 {
-            Some(LabelEmbedder::new(
-                &vb.pp("y_embedder"),
-                c.num_classes,
-                width,
-            )?)
+            Some(LabelEmbedder::new(&vb.pp("y_embedder"), c.num_classes, width)?)
         } else {
             None
         };
         let blocks = (0..c.depth)
-            .map(|i| {
-                DitBlock::new(
-                    &vb.pp(format!("blocks.{i}")),
-                    width,
-                    width,
-                    c.num_heads,
-                    c.mlp_ratio,
-                )
-            })
+            .map(|i| DitBlock::new(&vb.pp(format!("blocks.{i}")), width, width, c.num_heads, c.mlp_ratio))
             .collect::<Result<Vec<_>>>()?;
         let decoder = if c.use_decoder {
             let dw = c.decoder_hidden_size;
             let layer = ModulatedProjection::new(&vb.pp("decoder_layer"), width, dw, width, true)?;
-            let pos_embed = vb.get_with_hints(
-                (1, c.num_patches(), dw),
-                "decoder_pos_embed",
-                Init::Const(0.0),
-            )?;
+            let pos_embed = vb.get_with_hints((1, c.num_patches(), dw), "decoder_pos_embed", Init::Const(0.0))?;
             let blocks = (0..c.decoder_depth)
                 .map(|i| {
-                    DitBlock::new(
-                        &vb.pp(format!("decoder_blocks.{i}")),
-                        dw,
-                        width,
-                        c.decoder_num_heads,
-                        c.mlp_ratio,
-                    )
+                    DitBlock::new(&vb.pp(format!("decoder_blocks.{i}")), dw, width, c.decoder_num_heads, c.mlp_ratio)
                 })
                 .collect::<Result<Vec<_>>>()?;
             let mask_token = if c.has_mask_token() {
-                Some(vb.get_with_hints(
-                    (1, 1, dw),
-                    "mask_token",
-                    Init::Randn {
-                        mean: 0.0,
-                        stdev: 0.02,
-                    },
-                )?)
+                Some(vb.get_with_hints((1, 1, dw), "mask_token", Init::Randn { mean: 0.0, stdev: 0.02 })?)
             } else {
                 None
             };
-            Some(Decoder {
-                layer,
-                pos_embed,
-                blocks,
-                mask_token,
-            })
+            Some(Decoder { layer, pos_embed, blocks, mask_token })
         } else {
             None
         };
         let out_width = c.patch_size * c.patch_size * c.in_channels;
-        let final_layer = ModulatedProjection::new(
-            &vb.pp("final_layer"),
-            c.final_hidden_size(),
-            out_width,
-            width,
-            true,
-        )?;
+        let final_layer =
+            ModulatedProjection::new(&vb.pp("final_layer"), c.final_hidden_size(), out_width, width, true)?;
         Ok(Self {
             config: config.clone(),
             dtype: vb.dtype(),
@@ -149,20 +109,12 @@ impl MaskDit {
     }
 
     /// Builds a freshly initialised model whose parameters live in `varmap` (for training).
-    pub fn init(
-        config: &ModelConfig,
-        varmap: &candle_nn::VarMap,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn init(config: &ModelConfig, varmap: &candle_nn::VarMap, dtype: DType, device: &Device) -> Result<Self> {
         let vb = VarBuilder::from_varmap(varmap, dtype, device);
         Self::new(config, vb)?;
         let grid = config.grid_size();
         let set_table = |name: &str, width: usize| -> Result<()> {
-            let vars = varmap
-                .data()
-                .lock()
-                .map_err(|_| Error::Config("variable map is poisoned".into()))?;
+            let vars = varmap.data().lock().map_err(|_| Error::Config("variable map is poisoned".into()))?;
             if let Some(var) = vars.get(name) {
                 var.set(&sincos_2d(width, grid, device)?.to_dtype(dtype)?)?;
             }
@@ -208,9 +160,7 @@ impl MaskDit {
         match sigma.elem_count() {
             1 => Ok(sigma.broadcast_as(batch)?.contiguous()?),
             n if n == batch => Ok(sigma),
-            n => Err(Error::Input(format!(
-                "got {n} noise levels for a batch of {batch}"
-            ))),
+            n => Err(Error::Input(format!("got {n} noise levels for a batch of {batch}"))),
         }
     }
 
@@ -219,9 +169,7 @@ impl MaskDit {
         let classes = self.config.num_classes;
         match (labels, classes) {
             (None, 0) => Ok(None),
-            (Some(_), 0) => Err(Error::Input(
-                "labels given to an unconditional model".into(),
-            )),
+            (Some(_), 0) => Err(Error::Input("labels given to an unconditional model".into())),
             (None, k) => Ok(Some(Tensor::zeros((batch, k), self.dtype, &self.device)?)),
             (Some(y), k) => {
                 if y.dims() != [batch, k] {
@@ -239,9 +187,7 @@ impl MaskDit {
     fn check_input(&self, x: &Tensor) -> Result<usize> {
         let c = &self.config;
         match x.dims() {
-            [n, ch, h, w] if *ch == c.in_channels && *h == c.input_size && *w == c.input_size => {
-                Ok(*n)
-            }
+            [n, ch, h, w] if *ch == c.in_channels && *h == c.input_size && *w == c.input_size => Ok(*n),
             dims => Err(Error::Input(format!(
                 "expected input of shape [N, {}, {}, {}], got {dims:?}",
                 c.in_channels, c.input_size, c.input_size
@@ -258,13 +204,13 @@ impl MaskDit {
         mask: Option<&Mask>,
         kernels: Kernels,
     ) -> Result<Tensor> {
-        let mut h = self.x_embedder.forward(x)?.broadcast_add(&self.pos_embed)?;
+        let mut h = self.x_embedder.forward(x, kernels)?.broadcast_add(&self.pos_embed)?;
         if let Some(mask) = mask {
             h = mask.keep_tokens(&h)?;
         }
-        let mut c = self.t_embedder.forward(c_noise, self.dtype)?;
+        let mut c = self.t_embedder.forward(c_noise, self.dtype, kernels)?;
         if let (Some(embedder), Some(y)) = (&self.y_embedder, labels) {
-            c = (c + embedder.forward(y)?)?;
+            c = (c + embedder.forward(y, kernels)?)?;
         }
         for block in &self.blocks {
             h = block.forward(&h, &c, kernels)?;
@@ -296,9 +242,7 @@ impl MaskDit {
         let c = &self.config;
         let (n, _, _) = x.dims3()?;
         let (g, p, ch) = (c.grid_size(), c.patch_size, c.in_channels);
-        Ok(x.reshape((n, g, g, p, p, ch))?
-            .permute((0, 5, 1, 3, 2, 4))?
-            .reshape((n, ch, g * p, g * p))?)
+        Ok(x.reshape((n, g, g, p, p, ch))?.permute((0, 5, 1, 3, 2, 4))?.reshape((n, ch, g * p, g * p))?)
     }
 
     /// The preconditioned denoiser around [`Self::network`].
@@ -316,9 +260,7 @@ impl MaskDit {
         let k = EdmCoefficients::new(&sigma)?;
         let x32 = x.to_dtype(DType::F32)?;
         let x_in = x32.broadcast_mul(&k.c_in)?.to_dtype(self.dtype)?;
-        let f = self
-            .network(&x_in, &k.c_noise, labels.as_ref(), mask, kernels)?
-            .to_dtype(DType::F32)?;
+        let f = self.network(&x_in, &k.c_noise, labels.as_ref(), mask, kernels)?.to_dtype(DType::F32)?;
         let d = (x32.broadcast_mul(&k.c_skip)? + f.broadcast_mul(&k.c_out)?)?;
         Ok(d.to_dtype(x.dtype())?)
     }
@@ -339,36 +281,13 @@ impl MaskDit {
         mask: Option<&Mask>,
     ) -> Result<MaskedOutput> {
         let denoised = self.precondition(x, sigma, labels, mask, Kernels::Differentiable)?;
-        Ok(MaskedOutput {
-            denoised,
-            mask: mask.map(|m| m.binary().clone()),
-        })
+        Ok(MaskedOutput { denoised, mask: mask.map(|m| m.binary().clone()) })
     }
+}
 
-    /// Classifier-free guidance: the conditional and null-label halves in one batched call,
-    /// combined as `uncond + scale·(cond − uncond)`. A scale of 1 is a plain conditional call.
-    pub fn denoise_guided(
-        &self,
-        x: &Tensor,
-        sigma: &Tensor,
-        labels: Option<&Tensor>,
-        scale: f64,
-    ) -> Result<Tensor> {
-        if scale == 1.0 || self.config.num_classes == 0 {
-            return self.denoise(x, sigma, labels);
-        }
-        let batch = self.check_input(x)?;
-        let labels = self
-            .label_rows(labels, batch)?
-            .expect("conditional model has label rows");
-        let sigma = Self::per_sample_sigma(sigma, batch)?;
-        let both_x = Tensor::cat(&[x, x], 0)?;
-        let both_sigma = Tensor::cat(&[&sigma, &sigma], 0)?;
-        let both_labels = Tensor::cat(&[&labels, &labels.zeros_like()?], 0)?;
-        let both = self.denoise(&both_x, &both_sigma, Some(&both_labels))?;
-        let cond = both.narrow(0, 0, batch)?;
-        let uncond = both.narrow(0, batch, batch)?;
-        Ok((&uncond + ((cond - &uncond)? * scale)?)?)
+impl maskdit_sampler::Denoiser for MaskDit {
+    fn denoise(&self, x: &Tensor, sigma: &Tensor, labels: Option<&Tensor>) -> maskdit_sampler::Result<Tensor> {
+        MaskDit::denoise(self, x, sigma, labels).map_err(|e| maskdit_sampler::Error::Denoiser(Box::new(e)))
     }
 }
 
@@ -379,14 +298,7 @@ struct ShapeRecorder {
 }
 
 impl candle_nn::var_builder::SimpleBackend for &ShapeRecorder {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         if let Ok(mut shapes) = self.shapes.lock() {
             shapes.push((name.to_string(), s.dims().to_vec()));
         }

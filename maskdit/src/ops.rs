@@ -6,12 +6,15 @@ use candle_core::{DType, Module, Tensor, D};
 
 use crate::Result;
 
-/// Which implementation of layer norm and softmax a forward pass uses.
+/// Which implementation of layer norm, softmax and matrix products a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
-    /// Fused kernels: fastest, inference only.
+    /// Inference: fused kernels, and on the CPU one matrix product per sample so that a
+    /// sample's result never depends on the batch around it (GEMM summation order varies with
+    /// the number of rows).
     Fused,
-    /// Plain tensor ops that support backpropagation: training.
+    /// Training: plain tensor ops that support backpropagation; batches folded into one
+    /// matrix product.
     Differentiable,
 }
 
@@ -26,11 +29,7 @@ pub fn layer_norm(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
             Ok(candle_nn::ops::layer_norm(x, &ones, &zeros, EPS as f32)?)
         }
         Kernels::Differentiable => {
-            let work = if x.dtype() == DType::F32 {
-                x.clone()
-            } else {
-                x.to_dtype(DType::F32)?
-            };
+            let work = if x.dtype() == DType::F32 { x.clone() } else { x.to_dtype(DType::F32)? };
             let centred = work.broadcast_sub(&work.mean_keepdim(D::Minus1)?)?;
             let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
             let out = centred.broadcast_div(&(var + EPS)?.sqrt()?)?;
@@ -50,8 +49,7 @@ pub fn softmax_last_dim(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
 /// `x · (1 + scale) + shift`, with `scale` and `shift` of shape `(N, width)` broadcast over tokens.
 pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
     let scale = (scale.unsqueeze(1)? + 1.0)?;
-    Ok(x.broadcast_mul(&scale)?
-        .broadcast_add(&shift.unsqueeze(1)?)?)
+    Ok(x.broadcast_mul(&scale)?.broadcast_add(&shift.unsqueeze(1)?)?)
 }
 
 /// A linear layer that folds leading dimensions into one matrix product.
@@ -71,17 +69,31 @@ impl Linear {
         init: candle_nn::Init,
     ) -> Result<Self> {
         let weight = vb.get_with_hints((out_dim, in_dim), "weight", init)?;
-        let bias = if bias {
-            Some(vb.get_with_hints(out_dim, "bias", candle_nn::Init::Const(0.0))?)
-        } else {
-            None
-        };
+        let bias = if bias { Some(vb.get_with_hints(out_dim, "bias", candle_nn::Init::Const(0.0))?) } else { None };
         Ok(Self { weight, bias })
+    }
+
+    /// Wraps an existing `(out, in)` weight and optional bias.
+    pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
     }
 
     /// The weight matrix, (out, in).
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+}
+
+impl Linear {
+    /// Applies the layer to `(..., in)`. With [`Kernels::Fused`] on the CPU, each sample
+    /// (index of the first dimension) gets its own matrix product of a batch-independent shape.
+    pub fn apply(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        if kernels == Kernels::Differentiable || !x.device().is_cpu() || x.dim(0)? == 1 {
+            return Ok(self.forward(x)?);
+        }
+        let rows =
+            (0..x.dim(0)?).map(|i| self.forward(&x.narrow(0, i, 1)?)).collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&rows, 0)?)
     }
 }
 

@@ -9,9 +9,7 @@ use crate::Result;
 /// `ω_k = 10000^(-k / (width/4))`. Computed in f64 and rounded to f32, as the reference does.
 pub fn sincos_2d(width: usize, grid: usize, device: &Device) -> Result<Tensor> {
     let quarter = width / 4;
-    let omega: Vec<f64> = (0..quarter)
-        .map(|k| 1.0 / 10000f64.powf(k as f64 / quarter as f64))
-        .collect();
+    let omega: Vec<f64> = (0..quarter).map(|k| 1.0 / 10000f64.powf(k as f64 / quarter as f64)).collect();
     let mut table = Vec::with_capacity(grid * grid * width);
     for i in 0..grid {
         for j in 0..grid {

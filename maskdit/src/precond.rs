@@ -31,11 +31,6 @@ impl EdmCoefficients {
         let c_out = ((&s * SIGMA_DATA)? / total.sqrt()?)?;
         let c_in = total.sqrt()?.recip()?;
         let c_noise = (sigma.reshape(n)?.log()? / 4.0)?;
-        Ok(Self {
-            c_skip,
-            c_out,
-            c_in,
-            c_noise,
-        })
+        Ok(Self { c_skip, c_out, c_in, c_noise })
     }
 }
