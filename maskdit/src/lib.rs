@@ -39,6 +39,7 @@ pub mod model;
 pub mod ops;
 pub mod pos_embed;
 pub mod precond;
+pub mod train;
 
 pub use checkpoint::WeightSet;
 pub use config::ModelConfig;

@@ -11,7 +11,6 @@ use crate::embed::{LabelEmbedder, PatchEmbed, TimestepEmbedder};
 use crate::heads::ModulatedProjection;
 use crate::mask::Mask;
 use crate::ops::Kernels;
-use crate::pos_embed::sincos_2d;
 use crate::precond::EdmCoefficients;
 use crate::{Error, ModelConfig, Result};
 
@@ -55,8 +54,7 @@ pub struct MaskedOutput {
 
 impl MaskDit {
     /// Builds the network from a var builder rooted at the state dict's top level (the
-    /// `model.` prefix is added here). With a `VarMap` builder the parameters are freshly
-    /// initialised as the reference does, position tables included.
+    /// `model.` prefix is added here). For training, see [`crate::train::TrainableModel`].
     pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
         let vb = vb.pp("model");
@@ -108,35 +106,21 @@ impl MaskDit {
         })
     }
 
-    /// Builds a freshly initialised model whose parameters live in `varmap` (for training).
-    pub fn init(config: &ModelConfig, varmap: &candle_nn::VarMap, dtype: DType, device: &Device) -> Result<Self> {
-        let vb = VarBuilder::from_varmap(varmap, dtype, device);
-        Self::new(config, vb)?;
-        let grid = config.grid_size();
-        let set_table = |name: &str, width: usize| -> Result<()> {
-            let vars = varmap.data().lock().map_err(|_| Error::Config("variable map is poisoned".into()))?;
-            if let Some(var) = vars.get(name) {
-                var.set(&sincos_2d(width, grid, device)?.to_dtype(dtype)?)?;
-            }
-            Ok(())
-        };
-        set_table("model.pos_embed", config.hidden_size)?;
-        if config.use_decoder {
-            set_table("model.decoder_pos_embed", config.decoder_hidden_size)?;
-        }
-        Self::new(config, VarBuilder::from_varmap(varmap, dtype, device))
-    }
-
     /// Names and shapes of every parameter of `config`'s network, in state-dict order of
     /// construction, without allocating weights.
     pub fn parameter_shapes(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>> {
+        Ok(Self::parameter_specs(config)?.into_iter().map(|(name, shape, _)| (name, shape)).collect())
+    }
+
+    /// Names, shapes and reference initialisations of every parameter, without allocating weights.
+    pub fn parameter_specs(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>, Init)>> {
         let recorder = ShapeRecorder::default();
         {
             let backend: Box<dyn candle_nn::var_builder::SimpleBackend + '_> = Box::new(&recorder);
             let vb = VarBuilder::from_backend(backend, DType::F32, Device::Cpu);
             Self::new(config, vb)?;
         }
-        Ok(recorder.shapes.into_inner().unwrap_or_default())
+        Ok(recorder.specs.into_inner().unwrap_or_default())
     }
 
     /// The architecture.
@@ -294,13 +278,13 @@ impl maskdit_sampler::Denoiser for MaskDit {
 /// A var-builder backend that records names and shapes and hands out unallocated zeros.
 #[derive(Default)]
 struct ShapeRecorder {
-    shapes: Mutex<Vec<(String, Vec<usize>)>>,
+    specs: Mutex<Vec<(String, Vec<usize>, Init)>>,
 }
 
 impl candle_nn::var_builder::SimpleBackend for &ShapeRecorder {
-    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        if let Ok(mut shapes) = self.shapes.lock() {
-            shapes.push((name.to_string(), s.dims().to_vec()));
+    fn get(&self, s: Shape, name: &str, init: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        if let Ok(mut specs) = self.specs.lock() {
+            specs.push((name.to_string(), s.dims().to_vec(), init));
         }
         Tensor::zeros((), dtype, dev)?.broadcast_as(s)
     }

@@ -1,0 +1,43 @@
+//! Exponential moving average of the weights.
+
+use candle_core::{Tensor, Var};
+
+use crate::Result;
+
+/// `ema ← decay·ema + (1 − decay)·param` for every parameter, after every step.
+#[derive(Debug, Clone)]
+pub struct Ema {
+    decay: f64,
+    shadow: Vec<(String, Tensor)>,
+}
+
+impl Ema {
+    /// Starts from a copy of `params`.
+    pub fn new(params: &[(String, Var)], decay: f64) -> Result<Self> {
+        let shadow = params.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?))).collect::<Result<Vec<_>>>()?;
+        Ok(Self { decay, shadow })
+    }
+
+    /// Starts from given weights (for example those of a checkpoint), one per parameter name.
+    pub fn from_tensors(shadow: Vec<(String, Tensor)>, decay: f64) -> Self {
+        Self { decay, shadow }
+    }
+
+    /// The decay.
+    pub fn decay(&self) -> f64 {
+        self.decay
+    }
+
+    /// Moves the average towards `params` (same order as at construction).
+    pub fn update(&mut self, params: &[(String, Var)]) -> Result<()> {
+        for ((_, avg), (_, var)) in self.shadow.iter_mut().zip(params) {
+            *avg = ((&*avg * self.decay)? + (var.as_tensor().detach() * (1.0 - self.decay))?)?;
+        }
+        Ok(())
+    }
+
+    /// The averaged weights, by name.
+    pub fn weights(&self) -> &[(String, Tensor)] {
+        &self.shadow
+    }
+}

@@ -1,0 +1,119 @@
+//! AdamW with its state kept as tensors, so checkpoints can store and restore it exactly.
+
+use candle_core::{backprop::GradStore, Tensor, Var};
+
+use crate::{Error, Result};
+
+/// AdamW hyper-parameters (PyTorch semantics: decoupled weight decay, bias-corrected moments).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+    }
+}
+
+/// AdamW over a fixed list of named parameters.
+#[derive(Debug)]
+pub struct AdamW {
+    config: AdamWConfig,
+    params: Vec<(String, Var)>,
+    first: Vec<Tensor>,
+    second: Vec<Tensor>,
+    steps: u64,
+}
+
+impl AdamW {
+    /// Zero moments for `params`.
+    pub fn new(params: Vec<(String, Var)>, config: AdamWConfig) -> Result<Self> {
+        let first = params.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
+        let second = first.clone();
+        Ok(Self { config, params, first, second, steps: 0 })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &AdamWConfig {
+        &self.config
+    }
+
+    /// Sets the learning rate (for warm-up schedules).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+
+    /// Number of steps taken.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The parameters, by name.
+    pub fn params(&self) -> &[(String, Var)] {
+        &self.params
+    }
+
+    /// One update from `grads`; parameters without a gradient count as zero gradient.
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.steps += 1;
+        let c = self.config;
+        let t = self.steps as i32;
+        let correction1 = 1.0 - c.beta1.powi(t);
+        let correction2 = 1.0 - c.beta2.powi(t);
+        for (i, (_, var)) in self.params.iter().enumerate() {
+            let grad = match grads.get(var.as_tensor()) {
+                Some(g) => g.clone(),
+                None => var.zeros_like()?,
+            };
+            let m = ((&self.first[i] * c.beta1)? + (&grad * (1.0 - c.beta1))?)?;
+            let v = ((&self.second[i] * c.beta2)? + (grad.sqr()? * (1.0 - c.beta2))?)?;
+            let denom = ((&v / correction2)?.sqrt()? + c.eps)?;
+            let update = ((&m / correction1)? / denom)?;
+            let decayed = if c.weight_decay > 0.0 {
+                (var.as_tensor() * (1.0 - c.lr * c.weight_decay))?
+            } else {
+                var.as_tensor().clone()
+            };
+            var.set(&(decayed - (update * c.lr)?)?)?;
+            self.first[i] = m;
+            self.second[i] = v;
+        }
+        Ok(())
+    }
+
+    /// The state as named tensors (`adam.m.<name>`, `adam.v.<name>`) and the step count.
+    pub fn state(&self) -> (Vec<(String, Tensor)>, u64) {
+        let mut out = Vec::with_capacity(2 * self.params.len());
+        for (i, (name, _)) in self.params.iter().enumerate() {
+            out.push((format!("adam.m.{name}"), self.first[i].clone()));
+            out.push((format!("adam.v.{name}"), self.second[i].clone()));
+        }
+        (out, self.steps)
+    }
+
+    /// Restores a state written by [`Self::state`].
+    pub fn restore(&mut self, get: &dyn Fn(&str) -> Option<Tensor>, steps: u64) -> Result<()> {
+        for (i, (name, var)) in self.params.iter().enumerate() {
+            for (prefix, slot) in [("adam.m.", &mut self.first[i]), ("adam.v.", &mut self.second[i])] {
+                let key = format!("{prefix}{name}");
+                let t = get(&key).ok_or_else(|| Error::Input(format!("optimizer state lacks `{key}`")))?;
+                if t.dims() != var.dims() {
+                    return Err(Error::Input(format!("optimizer state `{key}` has shape {:?}", t.dims())));
+                }
+                *slot = t.to_dtype(var.dtype())?.to_device(var.device())?;
+            }
+        }
+        self.steps = steps;
+        Ok(())
+    }
+}

@@ -1,0 +1,89 @@
+//! A model whose parameters are trainable variables.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{Init, VarBuilder, VarMap};
+use rand::Rng;
+use rand_chacha::ChaCha12Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::model::FROZEN_PARAMETERS;
+use crate::pos_embed::sincos_2d;
+use crate::{MaskDit, ModelConfig, Result};
+
+/// A [`MaskDit`] built on variables, with the parameter lists training needs.
+pub struct TrainableModel {
+    model: MaskDit,
+    varmap: VarMap,
+}
+
+impl std::fmt::Debug for TrainableModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainableModel").field("config", self.model.config()).finish_non_exhaustive()
+    }
+}
+
+impl TrainableModel {
+    /// Variables initialised from `tensors` (official names), which must hold every parameter.
+    pub fn from_tensors(config: &ModelConfig, tensors: &HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+        let varmap = VarMap::new();
+        {
+            let mut vars = varmap.data().lock().expect("fresh variable map");
+            for (name, t) in tensors {
+                vars.insert(name.clone(), Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?);
+            }
+        }
+        let model = MaskDit::new(config, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        Ok(Self { model, varmap })
+    }
+
+    /// A fresh model with the reference's initialisation (xavier-uniform linears, N(0, 0.02)
+    /// embeddings, zeroed adaLN and output layers, sin-cos position tables), drawn from `rng`.
+    pub fn fresh(config: &ModelConfig, rng: &mut ChaCha12Rng, device: &Device) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        for (name, shape, init) in MaskDit::parameter_specs(config)? {
+            let count: usize = shape.iter().product();
+            let values: Vec<f32> = match init {
+                Init::Const(c) => vec![c as f32; count],
+                Init::Randn { mean, stdev } => (0..count)
+                    .map(|_| (mean + stdev * Distribution::<f64>::sample(&StandardNormal, &mut *rng)) as f32)
+                    .collect(),
+                Init::Uniform { lo, up } => (0..count).map(|_| rng.random_range(lo..up) as f32).collect(),
+                Init::Kaiming { .. } => {
+                    return Err(crate::Error::Config(format!("no initialisation rule for `{name}`")));
+                }
+            };
+            tensors.insert(name, Tensor::from_vec(values, shape, device)?);
+        }
+        let grid = config.grid_size();
+        tensors.insert("model.pos_embed".into(), sincos_2d(config.hidden_size, grid, device)?);
+        if config.use_decoder {
+            tensors.insert("model.decoder_pos_embed".into(), sincos_2d(config.decoder_hidden_size, grid, device)?);
+        }
+        Self::from_tensors(config, &tensors, device)
+    }
+
+    /// The network (its forward passes record gradients).
+    pub fn model(&self) -> &MaskDit {
+        &self.model
+    }
+
+    /// Every parameter, frozen tables included, sorted by name.
+    pub fn all_params(&self) -> Vec<(String, Var)> {
+        let vars = self.varmap.data().lock().expect("variable map");
+        let mut out: Vec<(String, Var)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The parameters the optimiser updates (all but the fixed position tables), sorted by name.
+    pub fn trainable_params(&self) -> Vec<(String, Var)> {
+        self.all_params().into_iter().filter(|(k, _)| !FROZEN_PARAMETERS.contains(&k.as_str())).collect()
+    }
+
+    /// The current weights, by name.
+    pub fn weights(&self) -> HashMap<String, Tensor> {
+        self.all_params().into_iter().map(|(k, v)| (k, v.as_tensor().detach())).collect()
+    }
+}
