@@ -161,8 +161,9 @@ fn random_mask_keeps_the_right_tokens() {
 fn unconditional_model_runs_and_rejects_labels() {
     let mut config = ModelConfig::preset("DiT-S/8", 16, 4, 0, false).unwrap();
     config.depth = 1;
-    let varmap = candle_nn::VarMap::new();
-    let model = maskdit::MaskDit::init(&config, &varmap, DType::F32, &Device::Cpu).unwrap();
+    let mut rng = <rand_chacha::ChaCha12Rng as rand::SeedableRng>::seed_from_u64(3);
+    let trainable = maskdit::train::TrainableModel::fresh(&config, &mut rng, &Device::Cpu).unwrap();
+    let model = trainable.model();
     let x = Tensor::randn(0f32, 1.0, (2, 4, 16, 16), &Device::Cpu).unwrap();
     let sigma = Tensor::new(&[0.5f32, 3.0], &Device::Cpu).unwrap();
     let out = model.denoise(&x, &sigma, None).unwrap();
