@@ -66,6 +66,15 @@ pub enum Error {
         found: Vec<usize>,
     },
 
+    /// Training produced a NaN or infinite loss.
+    #[error("the loss became {loss} at step {step}; the last checkpoint is intact (lower the learning rate or check the data)")]
+    NonFinite {
+        /// The step that failed.
+        step: u64,
+        /// The loss value.
+        loss: f64,
+    },
+
     /// An input tensor does not fit the model (wrong shape, wrong label width, bad mask).
     #[error("invalid input: {0}")]
     Input(String),

@@ -1,11 +1,16 @@
 //! Training: the EDM loss (masked and unmasked), AdamW, EMA, schedules, data and the loop.
 
+pub mod data;
 mod ema;
 mod loss;
 mod optimizer;
+mod schedule;
 mod trainable;
+mod trainer;
 
 pub use ema::Ema;
 pub use loss::{mae_loss, patchify, EdmLoss};
 pub use optimizer::{AdamW, AdamWConfig};
+pub use schedule::{ramped_lr, MaskCurve, MaskSchedule};
 pub use trainable::TrainableModel;
+pub use trainer::{RunState, Start, StepReport, TrainOptions, Trainer};

@@ -65,17 +65,34 @@ impl AdamW {
 
     /// One update from `grads`; parameters without a gradient count as zero gradient.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        let grads = self.gradients(grads)?;
+        self.step_with(&grads)
+    }
+
+    /// The gradient of each parameter in `grads` (zero where there is none), in parameter order.
+    pub fn gradients(&self, grads: &GradStore) -> Result<Vec<Tensor>> {
+        self.params
+            .iter()
+            .map(|(_, var)| match grads.get(var.as_tensor()) {
+                Some(g) => Ok(g.clone()),
+                None => Ok(var.zeros_like()?),
+            })
+            .collect()
+    }
+
+    /// One update from gradients given in parameter order.
+    pub fn step_with(&mut self, grads: &[Tensor]) -> Result<()> {
+        if grads.len() != self.params.len() {
+            return Err(Error::Input(format!("{} gradients for {} parameters", grads.len(), self.params.len())));
+        }
         self.steps += 1;
         let c = self.config;
         let t = self.steps as i32;
         let correction1 = 1.0 - c.beta1.powi(t);
         let correction2 = 1.0 - c.beta2.powi(t);
         for (i, (_, var)) in self.params.iter().enumerate() {
-            let grad = match grads.get(var.as_tensor()) {
-                Some(g) => g.clone(),
-                None => var.zeros_like()?,
-            };
-            let m = ((&self.first[i] * c.beta1)? + (&grad * (1.0 - c.beta1))?)?;
+            let grad = &grads[i];
+            let m = ((&self.first[i] * c.beta1)? + (grad * (1.0 - c.beta1))?)?;
             let v = ((&self.second[i] * c.beta2)? + (grad.sqr()? * (1.0 - c.beta2))?)?;
             let denom = ((&v / correction2)?.sqrt()? + c.eps)?;
             let update = ((&m / correction1)? / denom)?;
@@ -91,12 +108,12 @@ impl AdamW {
         Ok(())
     }
 
-    /// The state as named tensors (`adam.m.<name>`, `adam.v.<name>`) and the step count.
+    /// The state as named tensors (`opt/m/<name>`, `opt/v/<name>`) and the step count.
     pub fn state(&self) -> (Vec<(String, Tensor)>, u64) {
         let mut out = Vec::with_capacity(2 * self.params.len());
         for (i, (name, _)) in self.params.iter().enumerate() {
-            out.push((format!("adam.m.{name}"), self.first[i].clone()));
-            out.push((format!("adam.v.{name}"), self.second[i].clone()));
+            out.push((format!("opt/m/{name}"), self.first[i].clone()));
+            out.push((format!("opt/v/{name}"), self.second[i].clone()));
         }
         (out, self.steps)
     }
@@ -104,7 +121,7 @@ impl AdamW {
     /// Restores a state written by [`Self::state`].
     pub fn restore(&mut self, get: &dyn Fn(&str) -> Option<Tensor>, steps: u64) -> Result<()> {
         for (i, (name, var)) in self.params.iter().enumerate() {
-            for (prefix, slot) in [("adam.m.", &mut self.first[i]), ("adam.v.", &mut self.second[i])] {
+            for (prefix, slot) in [("opt/m/", &mut self.first[i]), ("opt/v/", &mut self.second[i])] {
                 let key = format!("{prefix}{name}");
                 let t = get(&key).ok_or_else(|| Error::Input(format!("optimizer state lacks `{key}`")))?;
                 if t.dims() != var.dims() {

@@ -82,8 +82,8 @@ impl TrainableModel {
         self.all_params().into_iter().filter(|(k, _)| !FROZEN_PARAMETERS.contains(&k.as_str())).collect()
     }
 
-    /// The current weights, by name.
-    pub fn weights(&self) -> HashMap<String, Tensor> {
-        self.all_params().into_iter().map(|(k, v)| (k, v.as_tensor().detach())).collect()
+    /// A copy of the current weights, by name.
+    pub fn weights(&self) -> Result<HashMap<String, Tensor>> {
+        self.all_params().into_iter().map(|(k, v)| Ok((k, v.as_tensor().copy()?))).collect()
     }
 }

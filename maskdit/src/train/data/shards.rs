@@ -1,0 +1,130 @@
+//! The toolkit's own data shards: safetensors files with `labels` `(N,)` and either `moments`
+//! `(N, 2C, H, W)` (latent distributions, sampled when read) or `images` `(N, C, H, W)` /
+//! `(N, H, W)` (u8 in 0…255 or float in [−1, 1]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use rand_chacha::ChaCha12Rng;
+
+use super::{sample_latent, Dataset, Example};
+use crate::{Error, Result};
+
+/// Examples of one or more shards, held in memory.
+#[derive(Debug, Clone)]
+pub struct ShardDataset {
+    values: Vec<f32>,
+    labels: Vec<usize>,
+    dims: [usize; 3],
+    per_item: usize,
+    latent_scale: Option<f64>,
+}
+
+fn shard_error(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Checkpoint { path: path.to_path_buf(), reason: reason.into() }
+}
+
+impl ShardDataset {
+    /// Reads shards; latent moments are scaled by `latent_scale` when sampled (0.18215 for SD).
+    pub fn open(paths: &[PathBuf], latent_scale: f64) -> Result<Self> {
+        if paths.is_empty() {
+            return Err(Error::Input("no data shards given".into()));
+        }
+        let mut out: Option<Self> = None;
+        for path in paths {
+            let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+                .map_err(|e| shard_error(path, format!("not a readable shard ({e})")))?;
+            let shard = Self::from_tensors(path, &tensors, latent_scale)?;
+            match &mut out {
+                None => out = Some(shard),
+                Some(all) => {
+                    if all.dims != shard.dims || all.latent_scale.is_some() != shard.latent_scale.is_some() {
+                        return Err(shard_error(
+                            path,
+                            format!("holds {:?} examples, earlier shards {:?}", shard.dims, all.dims),
+                        ));
+                    }
+                    all.values.extend(shard.values);
+                    all.labels.extend(shard.labels);
+                }
+            }
+        }
+        Ok(out.expect("at least one shard"))
+    }
+
+    fn from_tensors(path: &Path, tensors: &HashMap<String, Tensor>, latent_scale: f64) -> Result<Self> {
+        let labels = tensors.get("labels").ok_or_else(|| shard_error(path, "has no `labels` tensor"))?;
+        let labels: Vec<usize> = labels
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .to_vec1::<i64>()?
+            .into_iter()
+            .map(|l| l.max(0) as usize)
+            .collect();
+        let (data, latent) = match (tensors.get("moments"), tensors.get("images")) {
+            (Some(m), _) => (m.clone(), true),
+            (None, Some(i)) => (i.clone(), false),
+            (None, None) => return Err(shard_error(path, "has neither `moments` nor `images`")),
+        };
+        let data = if data.rank() == 3 { data.unsqueeze(1)? } else { data };
+        let (n, c, h, w) = data
+            .dims4()
+            .map_err(|_| shard_error(path, format!("data of shape {:?} is not (N, C, H, W)", data.dims())))?;
+        if n != labels.len() {
+            return Err(shard_error(path, format!("{n} examples but {} labels", labels.len())));
+        }
+        let values = match data.dtype() {
+            DType::U8 => ((data.to_dtype(DType::F32)? / 127.5)? - 1.0)?,
+            _ => data.to_dtype(DType::F32)?,
+        };
+        let values = values.flatten_all()?.to_vec1::<f32>()?;
+        let (channels, latent_scale) = if latent {
+            if c % 2 != 0 {
+                return Err(shard_error(path, format!("moments have an odd channel count {c}")));
+            }
+            (c / 2, Some(latent_scale))
+        } else {
+            (c, None)
+        };
+        Ok(Self { values, labels, dims: [channels, h, w], per_item: c * h * w, latent_scale })
+    }
+
+    /// The largest label plus one.
+    pub fn num_classes(&self) -> usize {
+        self.labels.iter().max().map_or(0, |m| m + 1)
+    }
+}
+
+impl Dataset for ShardDataset {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn dims(&self) -> [usize; 3] {
+        self.dims
+    }
+
+    fn get(&self, index: usize, rng: &mut ChaCha12Rng) -> Result<Example> {
+        let raw = self
+            .values
+            .get(index * self.per_item..(index + 1) * self.per_item)
+            .ok_or_else(|| Error::Input(format!("example {index} of {}", self.labels.len())))?;
+        let values = match self.latent_scale {
+            Some(scale) => sample_latent(raw, scale, rng),
+            None => raw.to_vec(),
+        };
+        Ok(Example { values, label: self.labels[index] })
+    }
+}
+
+/// Writes a shard: `moments` `(N, 2C, H, W)` or `images`, with `labels` `(N,)`, atomically.
+pub fn write_shard(path: &Path, data_name: &str, data: &Tensor, labels: &[usize]) -> Result<()> {
+    if data_name != "moments" && data_name != "images" {
+        return Err(Error::Input(format!("shard data must be `moments` or `images`, not `{data_name}`")));
+    }
+    let labels = Tensor::from_vec(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), labels.len(), &Device::Cpu)?;
+    let tensors =
+        HashMap::from([(data_name.to_string(), data.to_device(&Device::Cpu)?), ("labels".to_string(), labels)]);
+    crate::checkpoint::save(&tensors, path)
+}

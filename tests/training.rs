@@ -1,0 +1,153 @@
+//! The training loop: exact resume, the official LMDB layout, shards, and refusal of NaN losses.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use maskdit::train::data::{write_shard, Dataset, LmdbDataset, LmdbWriter, ShardDataset};
+use maskdit::train::{Start, TrainOptions, Trainer};
+use maskdit::{Error, ModelConfig};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("maskdit-training-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tiny_config() -> ModelConfig {
+    ModelConfig::from_json(
+        r#"{"input_size": 8, "patch_size": 2, "in_channels": 4, "hidden_size": 32, "depth": 2, "num_heads": 2,
+            "num_classes": 5, "use_decoder": true, "decoder_hidden_size": 16, "decoder_depth": 1,
+            "decoder_num_heads": 2, "mae_loss_coef": 0.1, "mask_ratio": 0.5}"#,
+    )
+    .unwrap()
+}
+
+fn options(max_steps: u64) -> TrainOptions {
+    TrainOptions {
+        batch_size: 6,
+        grad_accum: 2,
+        lr: 1e-3,
+        lr_rampup_kimg: 0.012,
+        weight_decay: 0.0,
+        ema_decay: 0.9,
+        mask_schedule: "cosine2".into(),
+        mask_ratio: 0.5,
+        mask_ratio_min: 0.1,
+        mae_loss_coef: 0.1,
+        class_dropout_prob: 0.2,
+        xflip: true,
+        max_steps,
+        seed: 17,
+    }
+}
+
+/// A shard of 10 random latent distributions (moments) with labels.
+fn shard(dir: &std::path::Path) -> PathBuf {
+    let moments = Tensor::randn(0f32, 1.0, (10, 8, 8, 8), &Device::Cpu).unwrap();
+    let labels: Vec<usize> = (0..10).map(|i| i % 5).collect();
+    let path = dir.join("shard-000.safetensors");
+    write_shard(&path, "moments", &moments, &labels).unwrap();
+    path
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
+}
+
+#[test]
+fn interrupted_and_resumed_run_is_bit_identical() {
+    let dir = scratch("resume");
+    let data = shard(&dir);
+    let open = || -> Box<dyn Dataset> { Box::new(ShardDataset::open(std::slice::from_ref(&data), 0.18215).unwrap()) };
+    let mut whole = Trainer::new(tiny_config(), options(5), open(), Start::Fresh, &Device::Cpu).unwrap();
+    let mut losses = Vec::new();
+    while !whole.finished() {
+        losses.push(whole.train_step().unwrap().loss);
+    }
+    assert!(losses.iter().all(|l| l.is_finite()));
+
+    let mut first = Trainer::new(tiny_config(), options(5), open(), Start::Fresh, &Device::Cpu).unwrap();
+    for _ in 0..2 {
+        first.train_step().unwrap();
+    }
+    let ckpt = dir.join("0000002.safetensors");
+    first.save(&ckpt).unwrap();
+    drop(first);
+    let mut resumed = Trainer::resume(&ckpt, open(), &Device::Cpu).unwrap();
+    assert_eq!(resumed.step_count(), 2);
+    let mut later = Vec::new();
+    while !resumed.finished() {
+        later.push(resumed.train_step().unwrap().loss);
+    }
+    assert_eq!(later, losses[2..].to_vec(), "losses after resuming");
+    let (a, b) = (whole.model().weights().unwrap(), resumed.model().weights().unwrap());
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        assert_eq!(bits(t), bits(&b[name]), "weight {name} differs after resume");
+    }
+    let (a, b) = (whole.ema_weights(), resumed.ema_weights());
+    for (name, t) in &a {
+        assert_eq!(bits(t), bits(&b[name]), "EMA {name} differs after resume");
+    }
+    // The checkpoint also loads as plain weights for sampling (EMA by default).
+    let model = maskdit::checkpoint::load(&ckpt, &tiny_config(), maskdit::WeightSet::Ema, DType::F32, &Device::Cpu);
+    assert!(model.is_ok(), "{:?}", model.err());
+}
+
+#[test]
+fn trains_from_an_lmdb_in_the_official_layout() {
+    let dir = scratch("lmdb").join("train");
+    let mut writer = LmdbWriter::create(&dir, 1 << 24).unwrap();
+    let moments = Tensor::randn(0f32, 1.0, (8, 8, 8, 8), &Device::Cpu).unwrap();
+    for i in 0..8 {
+        let m = moments.get(i).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        writer.push(&m, i % 5).unwrap();
+    }
+    writer.finish().unwrap();
+    let flipped = LmdbDataset::open(&dir, 4, 8, true, 0.18215).unwrap();
+    assert_eq!(flipped.len(), 8, "with xflip the flipped copies are used too");
+    flipped.close();
+    let dataset = LmdbDataset::open(&dir, 4, 8, false, 0.18215).unwrap();
+    assert_eq!(dataset.len(), 4, "without xflip only the first half (originals) is used");
+    let mut options = options(2);
+    options.batch_size = 4;
+    let mut trainer = Trainer::new(tiny_config(), options, Box::new(dataset), Start::Fresh, &Device::Cpu).unwrap();
+    let before = trainer.model().weights().unwrap();
+    while !trainer.finished() {
+        assert!(trainer.train_step().unwrap().loss.is_finite());
+    }
+    let after = trainer.model().weights().unwrap();
+    // adaLN-Zero: from a fresh start only the output layer has a gradient at first.
+    let key = "model.final_layer.linear.weight";
+    assert_ne!(bits(&before[key]), bits(&after[key]), "training did not move {key}");
+    assert!(LmdbDataset::open(&dir.join("missing"), 4, 8, false, 0.18215).is_err());
+}
+
+#[test]
+fn a_nan_loss_stops_the_run_with_an_error() {
+    let dir = scratch("nan");
+    let images = Tensor::full(f32::NAN, (4, 4, 8, 8), &Device::Cpu).unwrap();
+    let path = dir.join("nan.safetensors");
+    write_shard(&path, "images", &images, &[0, 1, 2, 3]).unwrap();
+    let dataset = ShardDataset::open(&[path], 0.18215).unwrap();
+    let mut options = options(3);
+    options.batch_size = 4;
+    let mut trainer = Trainer::new(tiny_config(), options, Box::new(dataset), Start::Fresh, &Device::Cpu).unwrap();
+    let before = trainer.model().weights().unwrap();
+    let err = trainer.train_step().unwrap_err();
+    assert!(matches!(err, Error::NonFinite { step: 1, .. }), "{err}");
+    let after = trainer.model().weights().unwrap();
+    assert!(before.iter().all(|(k, v)| bits(v) == bits(&after[k])), "weights changed by a failed step");
+}
+
+#[test]
+fn mismatched_data_is_rejected() {
+    let dir = scratch("mismatch");
+    let images = Tensor::zeros((2, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
+    let path = dir.join("mnist-like.safetensors");
+    write_shard(&path, "images", &images, &[0, 1]).unwrap();
+    let dataset = ShardDataset::open(&[path], 0.18215).unwrap();
+    let err = Trainer::new(tiny_config(), options(1), Box::new(dataset), Start::Fresh, &Device::Cpu).unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+}
