@@ -1,8 +1,16 @@
 //! `maskdit`: generate images with MaskDiT, download the official checkpoints, train and
 //! fine-tune.
 
+mod bench;
+mod convert;
 mod device;
+mod download;
+mod encode;
+mod generate;
+mod labels;
+mod list;
 mod progress;
+mod registry;
 mod train;
 
 use std::path::PathBuf;
@@ -20,6 +28,43 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Generate class-conditional images, one PNG per seed.
+    ///
+    /// Examples:
+    ///   maskdit generate --class 3 --seeds 0-15 --out digits
+    ///   maskdit generate --model imagenet256-guidance --class "golden retriever" --cfg 1.5 --device cuda
+    Generate(generate::GenerateArgs),
+    /// Download a registry model or VAE into the cache (Hugging Face cache layout).
+    ///
+    /// Example: maskdit download imagenet256-guidance
+    Download {
+        /// Registry name (see `maskdit list`).
+        name: String,
+    },
+    /// List the registry, marking what is cached.
+    ///
+    /// Example: maskdit list
+    List,
+    /// Convert an official PyTorch checkpoint to safetensors.
+    ///
+    /// Example: maskdit convert 2000000.pt 2000000-ema.safetensors --weights ema
+    Convert {
+        /// The .pt checkpoint.
+        input: PathBuf,
+        /// The .safetensors file to write.
+        output: PathBuf,
+        /// ema or model.
+        #[arg(long, default_value = "ema")]
+        weights: String,
+    },
+    /// Time the forward passes, a training step and a sampling step.
+    ///
+    /// Example: maskdit bench --model DiT-XL/2 --batch 2 --latent-size 32 --iters 3 --json
+    Bench(bench::BenchArgs),
+    /// Encode an image folder (one subfolder per class) into latent shards for training.
+    ///
+    /// Example: maskdit encode --images imagenet/train --out latents --vae sd-vae-ft-mse --resolution 256
+    Encode(encode::EncodeArgs),
     /// Train a model from scratch (masked pretraining with the mnist/imagenet presets).
     ///
     /// Example: maskdit train --preset mnist-pretrain --data digits.safetensors --out runs/mnist
@@ -43,6 +88,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Download { name } => list::download(&name),
+        Command::List => list::list(),
+        Command::Convert { input, output, weights } => convert::convert(&input, &output, &weights),
+        Command::Encode(args) => encode::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args, None),
         Command::Finetune { from, strict, args } => train::run(args, Some((from, strict))),
     };

@@ -27,6 +27,10 @@ pub struct TrainArgs {
     /// or with `images` + `labels`), or an official latent LMDB folder.
     #[arg(long, required = true, num_args = 1..)]
     data: Vec<PathBuf>,
+    /// Architecture as JSON (the official field names, e.g. a golden `config.json`), replacing
+    /// the preset's.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Run folder: checkpoints go to OUT/checkpoints, the log to OUT/log.jsonl.
     #[arg(long)]
     out: PathBuf,
@@ -129,7 +133,15 @@ pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
     }
     options.xflip |= args.xflip;
     let every = args.checkpoint_every.unwrap_or(recipe.checkpoint_every).max(1);
-    let config = recipe.config.clone();
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            maskdit::ModelConfig::from_json(&text)
+                .with_context(|| format!("{} is not a model configuration", path.display()))?
+        }
+        None => recipe.config.clone(),
+    };
+    options.mae_loss_coef = if config.has_mask_token() { options.mae_loss_coef } else { 0.0 };
     let data = open_data(&args.data, config.in_channels, config.input_size, args.xflip)?;
     let ckpt_dir = args.out.join("checkpoints");
     std::fs::create_dir_all(&ckpt_dir).with_context(|| format!("cannot create {}", ckpt_dir.display()))?;
@@ -137,7 +149,11 @@ pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
     let mut trainer = match (args.resume, latest_checkpoint(&ckpt_dir)?) {
         (true, Some(latest)) => {
             eprintln!("resuming from {}", latest.display());
-            Trainer::resume(&latest, data, &device)?
+            let mut trainer = Trainer::resume(&latest, data, &device)?;
+            if let Some(steps) = args.steps {
+                trainer.set_max_steps(steps)?;
+            }
+            trainer
         }
         (true, None) => bail!("--resume: no checkpoint in {}; start without --resume", ckpt_dir.display()),
         (false, Some(latest)) => bail!(
@@ -220,7 +236,12 @@ fn load_start(path: &Path, config: &maskdit::ModelConfig, strict: bool) -> Resul
             bail!("{}: {} keys do not fit the model, e.g. `{}`", path.display(), skipped.len(), skipped[0]);
         }
         if !skipped.is_empty() {
-            eprintln!("{}: skipped {} keys that the model does not have: {}", set.key(), skipped.len(), skipped.join(", "));
+            eprintln!(
+                "{}: skipped {} keys that the model does not have: {}",
+                set.key(),
+                skipped.len(),
+                skipped.join(", ")
+            );
         }
         Ok(kept)
     };

@@ -150,6 +150,23 @@ pub fn load(path: &Path, config: &ModelConfig, set: WeightSet, dtype: DType, dev
     MaskDit::new(config, vb)
 }
 
+/// Loads a model from safetensors bytes that record their architecture (as [`save_model`]
+/// writes them), e.g. weights compiled into a binary.
+pub fn load_bytes(bytes: &[u8], dtype: DType, device: &Device) -> Result<MaskDit> {
+    let origin = Path::new("<embedded weights>");
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| checkpoint_error(origin, format!("not safetensors ({e})")))?;
+    let config = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(CONFIG_METADATA))
+        .ok_or_else(|| checkpoint_error(origin, "records no architecture"))?;
+    let config = ModelConfig::from_json(config)?;
+    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
+    check_keys(origin, &config, &tensors)?;
+    MaskDit::new(&config, VarBuilder::from_tensors(tensors, dtype, device))
+}
+
 /// Writes `tensors` to a safetensors file atomically (a temporary file renamed into place).
 pub fn save(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     save_with_metadata(tensors, HashMap::new(), path)

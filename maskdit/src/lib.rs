@@ -33,6 +33,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod embed;
 mod error;
+pub mod flops;
 pub mod heads;
 pub mod mask;
 pub mod model;

@@ -225,6 +225,16 @@ impl Trainer {
         self.step
     }
 
+    /// Changes the planned number of steps (e.g. to extend a resumed run). The mask schedule
+    /// follows the new length from here on.
+    pub fn set_max_steps(&mut self, steps: u64) -> Result<()> {
+        if steps == 0 {
+            return Err(Error::Config("max_steps must be positive".into()));
+        }
+        self.options.max_steps = steps;
+        Ok(())
+    }
+
     /// Whether the planned steps are done.
     pub fn finished(&self) -> bool {
         self.step >= self.options.max_steps

@@ -1,0 +1,119 @@
+//! `maskdit encode`: an image folder (one subfolder per class) → latent shards for training.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
+use clap::Args;
+use maskdit::train::data::write_shard;
+use maskdit_vae::image::{center_crop_adm, from_image};
+use maskdit_vae::Autoencoder;
+
+use crate::device::parse_device;
+use crate::progress;
+use crate::registry::Registry;
+
+/// Options of `maskdit encode`.
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    /// Image folder with one subfolder per class (classes numbered in name order).
+    #[arg(long)]
+    images: PathBuf,
+    /// Output folder for `shard-NNNNN.safetensors` files and `classes.json`.
+    #[arg(long)]
+    out: PathBuf,
+    /// VAE: registry name or weights file.
+    #[arg(long, default_value = "sd-vae-ft-mse")]
+    vae: String,
+    /// Image side after the ADM centre crop (256 or 512).
+    #[arg(long, default_value_t = 256)]
+    resolution: u32,
+    /// Examples per shard.
+    #[arg(long, default_value_t = 4096)]
+    shard_size: usize,
+    /// Images encoded at once.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_lowercase().as_str(), "png" | "jpg" | "jpeg" | "jpe"))
+}
+
+/// Class names (in name order) and every image with its class index.
+struct Scan {
+    classes: Vec<String>,
+    items: Vec<(PathBuf, usize)>,
+}
+
+/// The images of each class subfolder, classes in name order.
+fn scan(root: &Path) -> Result<Scan> {
+    let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
+        .with_context(|| format!("cannot read the image folder {}", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        bail!("{} has no class subfolders; put the images of each class in its own subfolder", root.display());
+    }
+    let mut items = Vec::new();
+    for (label, dir) in classes.iter().enumerate() {
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_image(p)).collect();
+        files.sort();
+        items.extend(files.into_iter().map(|f| (f, label)));
+    }
+    if items.is_empty() {
+        bail!("no PNG or JPEG images under {}", root.display());
+    }
+    let names =
+        classes.iter().map(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).collect();
+    Ok(Scan { classes: names, items })
+}
+
+/// Runs `maskdit encode`.
+pub fn run(args: EncodeArgs) -> Result<()> {
+    if args.batch == 0 || args.shard_size == 0 {
+        bail!("--batch and --shard-size must be positive");
+    }
+    let device = parse_device(&args.device)?;
+    let Scan { classes: class_names, items } = scan(&args.images)?;
+    let registry = Registry::load()?;
+    let vae_path = if Path::new(&args.vae).exists() {
+        PathBuf::from(&args.vae)
+    } else {
+        crate::download::fetch_vae(&args.vae, registry.vae(&args.vae)?)?
+    };
+    let vae = Autoencoder::load(&vae_path, None, candle_core::DType::F32, &device)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let classes_json = serde_json::to_string_pretty(&class_names)?;
+    std::fs::write(args.out.join("classes.json"), classes_json).context("cannot write classes.json")?;
+    let bar = progress::bar(items.len() as u64, "encoding");
+    for (shard_index, shard) in items.chunks(args.shard_size).enumerate() {
+        let mut moments = Vec::with_capacity(shard.len().div_ceil(args.batch));
+        for batch in shard.chunks(args.batch) {
+            let images = batch
+                .iter()
+                .map(|(path, _)| {
+                    let img = image::open(path).with_context(|| format!("cannot read the image {}", path.display()))?;
+                    Ok(from_image(&image::DynamicImage::ImageRgb8(center_crop_adm(&img, args.resolution)?), &device)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let images = Tensor::stack(&images, 0)?;
+            moments.push(vae.encode(&images)?.stacked()?);
+            bar.inc(batch.len() as u64);
+        }
+        let moments = Tensor::cat(&moments, 0)?;
+        let labels: Vec<usize> = shard.iter().map(|(_, l)| *l).collect();
+        write_shard(&args.out.join(format!("shard-{shard_index:05}.safetensors")), "moments", &moments, &labels)?;
+    }
+    bar.finish_and_clear();
+    eprintln!("encoded {} images of {} classes into {}", items.len(), class_names.len(), args.out.display());
+    Ok(())
+}

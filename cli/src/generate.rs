@@ -1,0 +1,291 @@
+//! `maskdit generate`: class-conditional images, one PNG per seed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use clap::Args;
+use image::DynamicImage;
+use maskdit::{checkpoint, MaskDit, ModelConfig, WeightSet};
+use maskdit_sampler::{DdpmOptions, EdmOptions, Guided, Sampler, SeededNoise};
+use maskdit_vae::Autoencoder;
+
+use crate::device::{parse_device, parse_dtype};
+use crate::download::{fetch_model, fetch_vae};
+use crate::labels::{parse_seeds, resolve_class};
+use crate::progress;
+use crate::registry::{Registry, EMBEDDED_MNIST};
+
+/// Options of `maskdit generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Registry name (see `maskdit list`) or a weights file; default: the embedded MNIST model.
+    #[arg(long)]
+    model: Option<String>,
+    /// Class index or ImageNet name, repeatable (images cycle through them); random per seed
+    /// when absent.
+    #[arg(long = "class")]
+    classes: Vec<String>,
+    /// Seeds, one image each: `0-63`, `1,5,9`.
+    #[arg(long, default_value = "0-7")]
+    seeds: String,
+    /// Guidance scale (1 = off; default: the model's).
+    #[arg(long)]
+    cfg: Option<f64>,
+    /// edm (EDM's Heun sampler), generalized (set --solver etc.), or ddpm.
+    #[arg(long, default_value = "edm")]
+    sampler: String,
+    /// Sampling steps (default: the model's).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Generalized sampler: euler or heun.
+    #[arg(long, default_value = "heun")]
+    solver: String,
+    /// Generalized sampler: edm, vp, ve or iddpm.
+    #[arg(long, default_value = "edm")]
+    discretization: String,
+    /// Generalized sampler: linear, vp or ve.
+    #[arg(long, default_value = "linear")]
+    schedule: String,
+    /// Generalized sampler: none or vp.
+    #[arg(long, default_value = "none")]
+    scaling: String,
+    /// Stochastic churn (EDM S_churn; 0 = deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    s_churn: f64,
+    /// Churn only for sigma >= S_min.
+    #[arg(long, default_value_t = 0.0)]
+    s_min: f64,
+    /// Churn only for sigma <= S_max.
+    #[arg(long, default_value_t = f64::INFINITY)]
+    s_max: f64,
+    /// Churn noise inflation.
+    #[arg(long, default_value_t = 1.0)]
+    s_noise: f64,
+    /// Images sampled at once.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// VAE for latent models: registry name or weights file (default: the model's).
+    #[arg(long)]
+    vae: Option<String>,
+    /// Architecture of a checkpoint file that does not record it: a DiT preset such as DiT-XL/2.
+    #[arg(long)]
+    arch: Option<String>,
+    /// With --arch: latent size (32 for 256 px, 64 for 512 px).
+    #[arg(long, default_value_t = 32)]
+    latent_size: usize,
+    /// With --arch: the checkpoint has no decoder.
+    #[arg(long)]
+    no_decoder: bool,
+    /// Weights of a training checkpoint to use: ema or model.
+    #[arg(long, default_value = "ema")]
+    weights: String,
+    /// Output folder: one `<seed:06d>.png` per seed.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Also write all images as one grid PNG.
+    #[arg(long)]
+    grid: Option<PathBuf>,
+}
+
+/// What to decode latents with, or nothing for pixel-space models.
+enum Decoder {
+    Pixels,
+    Vae(Box<Autoencoder>),
+}
+
+struct Loaded {
+    model: MaskDit,
+    decoder: Decoder,
+    steps: usize,
+    cfg: f64,
+}
+
+fn weight_set(name: &str) -> Result<WeightSet> {
+    match name {
+        "ema" => Ok(WeightSet::Ema),
+        "model" => Ok(WeightSet::Model),
+        other => bail!("unknown --weights `{other}`; use ema or model"),
+    }
+}
+
+/// The architecture of a weights file: recorded in it, a config.json beside it, or --arch.
+fn file_config(path: &Path, args: &GenerateArgs) -> Result<ModelConfig> {
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        if let Some(config) = checkpoint::read_config(path)? {
+            return Ok(config);
+        }
+    }
+    let beside = path.with_file_name("config.json");
+    if let Ok(text) = std::fs::read_to_string(&beside) {
+        if let Ok(config) = ModelConfig::from_json(&text) {
+            return Ok(config);
+        }
+    }
+    match &args.arch {
+        Some(arch) => Ok(ModelConfig::preset(arch, args.latent_size, 4, 1000, !args.no_decoder)?),
+        None => bail!(
+            "{} does not record its architecture; pass --arch (e.g. --arch DiT-XL/2 --latent-size 32)",
+            path.display()
+        ),
+    }
+}
+
+fn load_vae(registry: &Registry, name: &str, device: &Device, dtype: DType) -> Result<Autoencoder> {
+    let path = if Path::new(name).exists() { PathBuf::from(name) } else { fetch_vae(name, registry.vae(name)?)? };
+    Autoencoder::load(&path, None, dtype, device).with_context(|| format!("cannot load the VAE {}", path.display()))
+}
+
+fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType) -> Result<Loaded> {
+    let spinner = progress::spinner("loading model");
+    let set = weight_set(&args.weights)?;
+    let name = args.model.clone().unwrap_or_else(|| registry.default_model.clone());
+    let entry = registry.models.get(&name);
+    let (model, default_vae, steps, cfg) = match entry {
+        Some(entry) if entry.embedded => {
+            (checkpoint::load_bytes(EMBEDDED_MNIST, dtype, device)?, None, entry.steps, entry.cfg)
+        }
+        Some(entry) => {
+            spinner.finish_and_clear();
+            let path = fetch_model(&name, entry)?;
+            let preset = entry.preset.as_deref().context("registry entry lacks its architecture preset")?;
+            let config = ModelConfig::preset(
+                preset,
+                entry.latent_size.unwrap_or(entry.resolution),
+                entry.latent_channels.unwrap_or(4),
+                entry.num_classes.unwrap_or(1000),
+                entry.decoder.unwrap_or(true),
+            )?;
+            let model = checkpoint::load(&path, &config, set, dtype, device)?;
+            (model, entry.vae.clone(), entry.steps, entry.cfg)
+        }
+        None => {
+            let path = PathBuf::from(&name);
+            if !path.exists() {
+                bail!(crate::registry::unknown("model", &name, registry.models.keys()));
+            }
+            let config = file_config(&path, args)?;
+            let model = checkpoint::load(&path, &config, set, dtype, device)?;
+            let vae = (config.in_channels == 4).then(|| "sd-vae-ft-mse".to_string());
+            (model, vae, 40, 1.0)
+        }
+    };
+    spinner.finish_and_clear();
+    let vae_name = args.vae.clone().or(default_vae);
+    let decoder = match vae_name {
+        Some(vae) => Decoder::Vae(Box::new(load_vae(registry, &vae, device, dtype)?)),
+        None => Decoder::Pixels,
+    };
+    Ok(Loaded { model, decoder, steps, cfg })
+}
+
+fn sampler(args: &GenerateArgs, steps: usize) -> Result<Sampler> {
+    Ok(match args.sampler.as_str() {
+        "ddpm" => Sampler::Ddpm(DdpmOptions::new(steps)),
+        kind @ ("edm" | "generalized") => {
+            let mut o = EdmOptions::heun(steps);
+            if kind == "generalized" {
+                o.solver = args.solver.parse()?;
+                o.discretization = args.discretization.parse()?;
+                o.schedule = args.schedule.parse()?;
+                o.scaling = args.scaling.parse()?;
+            }
+            o.s_churn = args.s_churn;
+            o.s_min = args.s_min;
+            o.s_max = args.s_max;
+            o.s_noise = args.s_noise;
+            Sampler::Edm(o)
+        }
+        other => bail!("unknown sampler `{other}`; use edm, generalized or ddpm"),
+    })
+}
+
+/// Writes `image` to `path` through a temporary file, so no half-written PNG is left.
+fn write_png(image: &DynamicImage, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("png.part");
+    image.save_with_format(&tmp, image::ImageFormat::Png).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Tiles images into a grid of `columns` columns.
+fn grid(images: &[DynamicImage], columns: usize) -> DynamicImage {
+    let (w, h) = (images[0].width(), images[0].height());
+    let columns = columns.clamp(1, images.len());
+    let rows = images.len().div_ceil(columns);
+    let mut canvas = image::RgbImage::new(w * columns as u32, h * rows as u32);
+    for (i, img) in images.iter().enumerate() {
+        let (x, y) = ((i % columns) as u32 * w, (i / columns) as u32 * h);
+        image::imageops::replace(&mut canvas, &img.to_rgb8(), x as i64, y as i64);
+    }
+    DynamicImage::ImageRgb8(canvas)
+}
+
+/// Runs `maskdit generate`.
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let registry = Registry::load()?;
+    let seeds = parse_seeds(&args.seeds)?;
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype)?;
+    let loaded = load(&args, &registry, &device, dtype)?;
+    let config = loaded.model.config().clone();
+    let classes = args.classes.iter().map(|c| resolve_class(c, config.num_classes)).collect::<Result<Vec<_>>>()?;
+    let steps = args.steps.unwrap_or(loaded.steps);
+    let cfg = args.cfg.unwrap_or(loaded.cfg);
+    if !(cfg.is_finite() && cfg >= 0.0) {
+        bail!("--cfg must be a non-negative number (1 = no guidance)");
+    }
+    let sampler = sampler(&args, steps)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let guided = Guided::new(&loaded.model, cfg);
+    let image_dims = [config.in_channels, config.input_size, config.input_size];
+    let bar = progress::bar((seeds.len() * sampler.num_steps()) as u64, "sampling");
+    let mut written = Vec::with_capacity(seeds.len());
+    for (chunk_index, chunk) in seeds.chunks(args.batch).enumerate() {
+        let mut noise = SeededNoise::new(chunk);
+        let latents = noise.latents(&image_dims, &device)?;
+        let drawn = if config.num_classes > 0 { noise.class_indices(config.num_classes) } else { Vec::new() };
+        let labels = if config.num_classes > 0 {
+            let rows: Vec<f32> = (0..chunk.len())
+                .flat_map(|i| {
+                    let k = if classes.is_empty() {
+                        drawn[i]
+                    } else {
+                        classes[(chunk_index * args.batch + i) % classes.len()]
+                    };
+                    (0..config.num_classes).map(move |j| if j == k { 1.0 } else { 0.0 })
+                })
+                .collect();
+            Some(Tensor::from_vec(rows, (chunk.len(), config.num_classes), &device)?)
+        } else {
+            None
+        };
+        let done_before = bar.position();
+        let samples = sampler.sample(&guided, &latents, labels.as_ref(), &mut noise, &mut |k| {
+            bar.set_position(done_before + (k * chunk.len()) as u64)
+        })?;
+        let pixels = match &loaded.decoder {
+            Decoder::Pixels => samples,
+            Decoder::Vae(vae) => vae.decode(&samples, 1, &mut |_| {})?,
+        };
+        for (seed, image) in chunk.iter().zip(maskdit_vae::image::to_images(&pixels)?) {
+            write_png(&image, &args.out.join(format!("{seed:06}.png")))?;
+            written.push(image);
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(path) = &args.grid {
+        let columns = (written.len() as f64).sqrt().ceil() as usize;
+        write_png(&grid(&written, columns), path)?;
+    }
+    eprintln!("wrote {} images to {}", written.len(), args.out.display());
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! The registry of known models and VAEs (`weights.toml`, compiled in).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// The registry text shipped with the binary.
+const REGISTRY: &str = include_str!("../../weights.toml");
+
+/// The weights of the embedded model.
+pub const EMBEDDED_MNIST: &[u8] = include_bytes!("../assets/mnist.safetensors");
+
+/// All entries.
+#[derive(Debug, Deserialize)]
+pub struct Registry {
+    /// The model `generate` uses without `--model`.
+    pub default_model: String,
+    /// Diffusion models by name.
+    pub models: BTreeMap<String, ModelEntry>,
+    /// VAEs by name.
+    pub vaes: BTreeMap<String, VaeEntry>,
+}
+
+/// A diffusion model.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelEntry {
+    /// What it is.
+    pub description: String,
+    /// Shipped inside the binary.
+    #[serde(default)]
+    pub embedded: bool,
+    /// Direct download address.
+    pub url: Option<String>,
+    /// Hugging Face Hub repository.
+    pub repo: Option<String>,
+    /// Hub revision.
+    pub revision: Option<String>,
+    /// File name (in the Hub repo, or of the cached download).
+    pub file: String,
+    /// Expected SHA-256 of the file, hex.
+    pub sha256: Option<String>,
+    /// DiT preset of the architecture (absent: recorded in the file).
+    pub preset: Option<String>,
+    /// Output image size in pixels.
+    pub resolution: usize,
+    /// Latent size (absent: pixel-space model).
+    pub latent_size: Option<usize>,
+    /// Latent channels.
+    pub latent_channels: Option<usize>,
+    /// Number of classes.
+    pub num_classes: Option<usize>,
+    /// Whether the decoder is present.
+    pub decoder: Option<bool>,
+    /// VAE to decode with (latent models).
+    pub vae: Option<String>,
+    /// Default number of sampling steps.
+    pub steps: usize,
+    /// Default guidance scale.
+    pub cfg: f64,
+}
+
+/// A VAE.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VaeEntry {
+    /// What it is.
+    pub description: String,
+    /// Hugging Face Hub repository.
+    pub repo: Option<String>,
+    /// Hub revision.
+    pub revision: Option<String>,
+    /// Direct download address (single file).
+    pub url: Option<String>,
+    /// Files to fetch; the first holds the weights.
+    pub files: Vec<String>,
+    /// Expected SHA-256 of the weights file, hex.
+    pub sha256: Option<String>,
+}
+
+impl Registry {
+    /// The compiled-in registry.
+    pub fn load() -> Result<Self> {
+        let registry: Self = toml::from_str(REGISTRY).context("the built-in weights.toml is malformed")?;
+        if !registry.models.contains_key(&registry.default_model) {
+            bail!("weights.toml: default model `{}` is not listed", registry.default_model);
+        }
+        Ok(registry)
+    }
+
+    /// The VAE called `name`, or an error suggesting the nearest names.
+    pub fn vae(&self, name: &str) -> Result<&VaeEntry> {
+        self.vaes.get(name).with_context(|| unknown("VAE", name, self.vaes.keys()))
+    }
+}
+
+/// "unknown X `name`; did you mean a, b?" with the closest known names.
+pub fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {
+    let mut scored: Vec<(f64, &String)> = known.map(|k| (strsim::jaro_winkler(name, k), k)).collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let near: Vec<&str> = scored.iter().take(3).map(|(_, k)| k.as_str()).collect();
+    format!("unknown {what} `{name}`; did you mean {}? (`maskdit list` shows all)", near.join(", "))
+}
+
+/// Where downloads by URL are cached: `$HF_HOME/maskdit` or `~/.cache/huggingface/maskdit`.
+pub fn url_cache_dir() -> PathBuf {
+    let base = std::env::var_os("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        home.join(".cache").join("huggingface")
+    });
+    base.join("maskdit")
+}

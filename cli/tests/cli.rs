@@ -1,0 +1,285 @@
+//! The `maskdit` binary end to end: generation with the embedded model and with a golden tiny
+//! model + tiny VAE, batch independence, fine-tuning, and the error messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::{Device, Tensor};
+use maskdit_tests::{cases_of, CaseKind};
+
+fn maskdit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_maskdit")).args(args).env("HF_HUB_OFFLINE", "1").output().expect("run maskdit")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = maskdit(args);
+    assert!(out.status.success(), "maskdit {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Runs a command that must fail, and returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let out = maskdit(args);
+    assert!(!out.status.success(), "maskdit {args:?} should have failed");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("error:"), "no error line for {args:?}: {err}");
+    assert!(!err.contains("panicked"), "maskdit {args:?} panicked: {err}");
+    err
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("maskdit-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn tiny_model() -> PathBuf {
+    cases_of(CaseKind::Model)[0].join("weights.safetensors")
+}
+
+fn tiny_vae() -> PathBuf {
+    cases_of(CaseKind::VaeDiffusers)[0].join("diffusion_pytorch_model.safetensors")
+}
+
+#[test]
+fn embedded_model_writes_one_png_per_seed() {
+    let out = scratch("embedded");
+    ok(&["generate", "--class", "3", "--seeds", "0-2", "--steps", "4", "--out", s(&out)]);
+    for seed in 0..3 {
+        let img = image::open(out.join(format!("{seed:06}.png"))).unwrap();
+        assert_eq!((img.width(), img.height()), (28, 28));
+    }
+    assert!(!out.join("000003.png").exists());
+}
+
+#[test]
+fn tiny_latent_model_generates_through_the_vae_and_batches_do_not_matter() {
+    let (model, vae) = (tiny_model(), tiny_vae());
+    let batched = scratch("batched");
+    let grid = batched.join("grid.png");
+    ok(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--vae",
+        s(&vae),
+        "--seeds",
+        "0-4",
+        "--batch",
+        "3",
+        "--steps",
+        "3",
+        "--cfg",
+        "1.5",
+        "--class",
+        "2",
+        "--s-churn",
+        "5",
+        "--out",
+        s(&batched),
+        "--grid",
+        s(&grid),
+    ]);
+    let alone = scratch("alone");
+    ok(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--vae",
+        s(&vae),
+        "--seeds",
+        "4",
+        "--batch",
+        "1",
+        "--steps",
+        "3",
+        "--cfg",
+        "1.5",
+        "--class",
+        "2",
+        "--s-churn",
+        "5",
+        "--out",
+        s(&alone),
+    ]);
+    let a = std::fs::read(batched.join("000004.png")).unwrap();
+    let b = std::fs::read(alone.join("000004.png")).unwrap();
+    assert_eq!(a, b, "seed 4 differs between a batch and alone");
+    let img = image::open(batched.join("000000.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (16, 16));
+    assert!(image::open(&grid).is_ok());
+    for sampler in ["ddpm", "generalized"] {
+        let out = scratch(sampler);
+        ok(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--vae",
+            s(&vae),
+            "--seeds",
+            "0",
+            "--steps",
+            "3",
+            "--sampler",
+            sampler,
+            "--discretization",
+            "vp",
+            "--schedule",
+            "vp",
+            "--scaling",
+            "vp",
+            "--out",
+            s(&out),
+        ]);
+        assert!(out.join("000000.png").exists());
+    }
+}
+
+#[test]
+fn mistakes_get_clear_errors() {
+    let out = scratch("errors");
+    let o = s(&out);
+    let err = fails(&["generate", "--model", "imagenet256-guidence", "--out", o]);
+    assert!(err.contains("imagenet256-guidance"), "no suggestion: {err}");
+    let err = fails(&["generate", "--class", "12", "--out", o]);
+    assert!(err.contains("out of range"), "{err}");
+    let err = fails(&["generate", "--class", "seven", "--out", o]);
+    assert!(err.contains("class indices"), "{err}");
+    for seeds in ["", "5-1", "a-b", "1,,2"] {
+        fails(&["generate", "--seeds", seeds, "--out", o]);
+    }
+    let err = fails(&["generate", "--model", "/no/such/file.pt", "--out", o]);
+    assert!(err.contains("unknown model") || err.contains("does not exist"), "{err}");
+    let corrupt = out.join("corrupt.safetensors");
+    std::fs::write(&corrupt, b"not a checkpoint").unwrap();
+    let err = fails(&["generate", "--model", s(&corrupt), "--arch", "DiT-S/8", "--out", o]);
+    assert!(err.contains("corrupt.safetensors"), "{err}");
+    let empty_home = scratch("empty-hf-home");
+    let offline = Command::new(env!("CARGO_BIN_EXE_maskdit"))
+        .args(["download", "imagenet256-guidance"])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", &empty_home)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&offline.stderr);
+    assert!(!offline.status.success() && err.contains("HF_HUB_OFFLINE"), "{err}");
+    let err = fails(&["generate", "--sampler", "plms", "--out", o]);
+    assert!(err.contains("unknown sampler"), "{err}");
+    // Nothing that looks complete is left behind by failed runs.
+    let pngs = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png"))
+        .count();
+    assert_eq!(pngs, 0);
+}
+
+#[test]
+fn help_lists_every_subcommand_with_examples() {
+    let out = ok(&["--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["generate", "download", "list", "convert", "encode", "train", "finetune", "bench"] {
+        assert!(text.contains(cmd), "`maskdit --help` lacks {cmd}");
+        let sub = ok(&[cmd, "--help"]);
+        let sub = String::from_utf8_lossy(&sub.stdout);
+        assert!(sub.contains("Example"), "`maskdit {cmd} --help` has no example");
+    }
+    let listed = ok(&["list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("mnist") && listed.contains("embedded") && listed.contains("imagenet256-guidance"));
+}
+
+#[test]
+fn finetune_from_an_official_checkpoint_writes_loadable_checkpoints() {
+    let case = &cases_of(CaseKind::Model)[0];
+    let dir = scratch("finetune");
+    let shards = dir.join("shards");
+    std::fs::create_dir_all(&shards).unwrap();
+    let config = maskdit::ModelConfig::from_json(&std::fs::read_to_string(case.join("config.json")).unwrap()).unwrap();
+    for i in 0..2 {
+        let moments =
+            Tensor::randn(0f32, 1.0, (6, 2 * config.in_channels, config.input_size, config.input_size), &Device::Cpu)
+                .unwrap();
+        let labels: Vec<usize> = (0..6).map(|k| (k + i) % config.num_classes).collect();
+        maskdit::train::data::write_shard(
+            &shards.join(format!("shard-{i:05}.safetensors")),
+            "moments",
+            &moments,
+            &labels,
+        )
+        .unwrap();
+    }
+    let run = dir.join("run");
+    let export = dir.join("final.safetensors");
+    ok(&[
+        "finetune",
+        "--preset",
+        "imagenet256-finetune",
+        "--config",
+        s(&case.join("config.json")),
+        "--from",
+        s(&case.join("checkpoint.pt")),
+        "--data",
+        s(&shards),
+        "--out",
+        s(&run),
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--export",
+        s(&export),
+    ]);
+    for step in [2, 3] {
+        let path = run.join("checkpoints").join(format!("{step:07}.safetensors"));
+        maskdit::checkpoint::load(&path, &config, maskdit::WeightSet::Ema, candle_core::DType::F32, &Device::Cpu)
+            .unwrap();
+    }
+    assert_eq!(std::fs::read_to_string(run.join("log.jsonl")).unwrap().lines().count(), 3);
+    let exported = maskdit::checkpoint::read_config(&export).unwrap();
+    assert_eq!(exported.as_ref(), Some(&config));
+    // Starting again without --resume refuses to overwrite; with --resume it continues.
+    let err = fails(&[
+        "finetune",
+        "--preset",
+        "imagenet256-finetune",
+        "--config",
+        s(&case.join("config.json")),
+        "--from",
+        s(&case.join("checkpoint.pt")),
+        "--data",
+        s(&shards),
+        "--out",
+        s(&run),
+        "--steps",
+        "4",
+        "--batch",
+        "4",
+    ]);
+    assert!(err.contains("--resume"), "{err}");
+    ok(&[
+        "finetune",
+        "--preset",
+        "imagenet256-finetune",
+        "--config",
+        s(&case.join("config.json")),
+        "--from",
+        s(&case.join("checkpoint.pt")),
+        "--data",
+        s(&shards),
+        "--out",
+        s(&run),
+        "--steps",
+        "4",
+        "--batch",
+        "4",
+        "--resume",
+    ]);
+    assert!(run.join("checkpoints").join("0000004.safetensors").exists());
+}
