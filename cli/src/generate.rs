@@ -92,6 +92,9 @@ pub struct GenerateArgs {
     /// Also write all images as one grid PNG.
     #[arg(long)]
     grid: Option<PathBuf>,
+    /// Columns of the grid (default: about square).
+    #[arg(long)]
+    grid_columns: Option<usize>,
 }
 
 /// What to decode latents with, or nothing for pixel-space models.
@@ -283,7 +286,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     if let Some(path) = &args.grid {
-        let columns = (written.len() as f64).sqrt().ceil() as usize;
+        let columns = args.grid_columns.unwrap_or_else(|| (written.len() as f64).sqrt().ceil() as usize);
         write_png(&grid(&written, columns), path)?;
     }
     eprintln!("wrote {} images to {}", written.len(), args.out.display());
