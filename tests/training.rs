@@ -66,6 +66,9 @@ fn interrupted_and_resumed_run_is_bit_identical() {
         losses.push(whole.train_step().unwrap().loss);
     }
     assert!(losses.iter().all(|l| l.is_finite()));
+    // The EMA must not hold on to gradient graphs (that leaked every step's weights once).
+    assert!(whole.ema_weights().values().all(|t| !t.track_op()), "EMA tensors track a graph");
+    assert!(whole.model().weights().unwrap().values().all(|t| !t.track_op()), "weight copies track a graph");
 
     let mut first = Trainer::new(tiny_config(), options(5), open(), Start::Fresh, &Device::Cpu).unwrap();
     for _ in 0..2 {

@@ -111,6 +111,23 @@ fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
     Ok(found.pop())
 }
 
+/// Drops log lines of steps after `step` (those of a run interrupted after its last checkpoint).
+fn forget_log_after(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["step"].as_u64()).is_none_or(|s| s <= step)
+        })
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    let tmp = path.with_extension("jsonl.part");
+    std::fs::write(&tmp, out).and_then(|()| std::fs::rename(&tmp, path)).with_context(|| format!("cannot rewrite {}", path.display()))
+}
+
 /// Runs `train` (from scratch, or `from` weights for `finetune`).
 pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
     let recipe = preset(&args.preset).with_context(|| format!("presets: {}", PRESET_NAMES.join(", ")))?;
@@ -150,6 +167,7 @@ pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
         (true, Some(latest)) => {
             eprintln!("resuming from {}", latest.display());
             let mut trainer = Trainer::resume(&latest, data, &device)?;
+            forget_log_after(&args.out.join("log.jsonl"), trainer.step_count())?;
             if let Some(steps) = args.steps {
                 trainer.set_max_steps(steps)?;
             }

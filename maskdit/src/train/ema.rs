@@ -12,9 +12,9 @@ pub struct Ema {
 }
 
 impl Ema {
-    /// Starts from a copy of `params`.
+    /// Starts from a copy of `params` (detached: the average never joins a gradient graph).
     pub fn new(params: &[(String, Var)], decay: f64) -> Result<Self> {
-        let shadow = params.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?))).collect::<Result<Vec<_>>>()?;
+        let shadow = params.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?))).collect::<Result<Vec<_>>>()?;
         Ok(Self { decay, shadow })
     }
 
@@ -31,7 +31,7 @@ impl Ema {
     /// Moves the average towards `params` (same order as at construction).
     pub fn update(&mut self, params: &[(String, Var)]) -> Result<()> {
         for ((_, avg), (_, var)) in self.shadow.iter_mut().zip(params) {
-            *avg = ((&*avg * self.decay)? + (var.as_tensor().detach() * (1.0 - self.decay))?)?;
+            *avg = ((&*avg * self.decay)? + (var.as_tensor().detach() * (1.0 - self.decay))?)?.detach();
         }
         Ok(())
     }

@@ -84,6 +84,6 @@ impl TrainableModel {
 
     /// A copy of the current weights, by name.
     pub fn weights(&self) -> Result<HashMap<String, Tensor>> {
-        self.all_params().into_iter().map(|(k, v)| Ok((k, v.as_tensor().copy()?))).collect()
+        self.all_params().into_iter().map(|(k, v)| Ok((k, v.as_tensor().detach().copy()?))).collect()
     }
 }
