@@ -117,7 +117,10 @@ fn forget_log_after(path: &Path, step: u64) -> Result<()> {
     let kept: Vec<&str> = text
         .lines()
         .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["step"].as_u64()).is_none_or(|s| s <= step)
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_none_or(|s| s <= step)
         })
         .collect();
     let mut out = kept.join("\n");
@@ -125,7 +128,9 @@ fn forget_log_after(path: &Path, step: u64) -> Result<()> {
         out.push('\n');
     }
     let tmp = path.with_extension("jsonl.part");
-    std::fs::write(&tmp, out).and_then(|()| std::fs::rename(&tmp, path)).with_context(|| format!("cannot rewrite {}", path.display()))
+    std::fs::write(&tmp, out)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot rewrite {}", path.display()))
 }
 
 /// Runs `train` (from scratch, or `from` weights for `finetune`).

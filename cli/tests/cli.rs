@@ -283,3 +283,44 @@ fn finetune_from_an_official_checkpoint_writes_loadable_checkpoints() {
     ]);
     assert!(run.join("checkpoints").join("0000004.safetensors").exists());
 }
+
+#[test]
+fn encode_turns_an_image_folder_into_latent_shards() {
+    let dir = scratch("encode");
+    let images = dir.join("images");
+    for (class, color) in [("cat", [200u8, 30, 30]), ("dog", [30, 30, 200])] {
+        std::fs::create_dir_all(images.join(class)).unwrap();
+        for i in 0..2u32 {
+            let img = image::RgbImage::from_fn(24 + i, 20, |x, y| {
+                image::Rgb([color[0], color[1].wrapping_add((x * y) as u8), color[2]])
+            });
+            img.save(images.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let out = dir.join("latents");
+    ok(&[
+        "encode",
+        "--images",
+        s(&images),
+        "--out",
+        s(&out),
+        "--vae",
+        s(&tiny_vae()),
+        "--resolution",
+        "16",
+        "--shard-size",
+        "3",
+        "--batch",
+        "2",
+    ]);
+    let first = maskdit_tests::load(&out.join("shard-00000.safetensors"));
+    assert_eq!(maskdit_tests::get(&first, "moments").dims(), &[3, 8, 8, 8]);
+    assert_eq!(maskdit_tests::get(&first, "labels").to_vec1::<i64>().unwrap(), vec![0, 0, 1]);
+    let second = maskdit_tests::load(&out.join("shard-00001.safetensors"));
+    assert_eq!(maskdit_tests::get(&second, "labels").to_vec1::<i64>().unwrap(), vec![1]);
+    let classes: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("classes.json")).unwrap()).unwrap();
+    assert_eq!(classes, vec!["cat", "dog"]);
+    let err = fails(&["encode", "--images", s(&dir.join("nothing")), "--out", s(&out), "--vae", s(&tiny_vae())]);
+    assert!(err.contains("cannot read the image folder"), "{err}");
+}

@@ -12,9 +12,13 @@ fn main() {
     let model = checkpoint::load(&path, &config, set, DType::F32, &Device::Cpu).unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let data = candle_core::safetensors::load(root.join("data/mnist/digits.safetensors"), &Device::Cpu).unwrap();
-    let x0 = ((data["images"].narrow(0, 0, 64).unwrap().to_dtype(DType::F32).unwrap() / 127.5).unwrap() - 1.0).unwrap().unsqueeze(1).unwrap();
+    let x0 = ((data["images"].narrow(0, 0, 64).unwrap().to_dtype(DType::F32).unwrap() / 127.5).unwrap() - 1.0)
+        .unwrap()
+        .unsqueeze(1)
+        .unwrap();
     let labels: Vec<u8> = data["labels"].narrow(0, 0, 64).unwrap().to_vec1().unwrap();
-    let onehot: Vec<f32> = labels.iter().flat_map(|&l| (0..10).map(move |j| if j == l as usize { 1.0 } else { 0.0 })).collect();
+    let onehot: Vec<f32> =
+        labels.iter().flat_map(|&l| (0..10).map(move |j| if j == l as usize { 1.0 } else { 0.0 })).collect();
     let y = Tensor::from_vec(onehot, (64, 10), &Device::Cpu).unwrap();
     for sigma in [0.02f32, 0.1, 0.3, 1.0, 3.0, 10.0] {
         let noise = Tensor::randn(0f32, 1.0, x0.dims(), &Device::Cpu).unwrap();
@@ -23,7 +27,14 @@ fn main() {
         let d = model.denoise(&x, &s, Some(&y)).unwrap();
         let mse = (d - &x0).unwrap().sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
         let c_skip = 0.25 / (sigma * sigma + 0.25);
-        let base = ((&x * c_skip as f64).unwrap() - &x0).unwrap().sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
+        let base = ((&x * c_skip as f64).unwrap() - &x0)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         println!("sigma {sigma:>6}: mse {mse:.5} (noisy input {:.5}, skip-only {base:.5})", sigma * sigma);
     }
 }

@@ -14,7 +14,8 @@ pub struct Ema {
 impl Ema {
     /// Starts from a copy of `params` (detached: the average never joins a gradient graph).
     pub fn new(params: &[(String, Var)], decay: f64) -> Result<Self> {
-        let shadow = params.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?))).collect::<Result<Vec<_>>>()?;
+        let shadow =
+            params.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?))).collect::<Result<Vec<_>>>()?;
         Ok(Self { decay, shadow })
     }
 

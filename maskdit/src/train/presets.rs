@@ -103,9 +103,9 @@ pub fn preset(name: &str) -> Result<TrainPreset> {
         },
         "mnist-finetune" => TrainPreset {
             config: mnist_config(),
-            options: TrainOptions { ema_decay: 0.995, ..options(128, 2.5e-4, 0.0, 0.1, 300) },
+            options: TrainOptions { ema_decay: 0.99, ..options(128, 2.5e-4, 0.0, 0.1, 200) },
             checkpoint_every: 100,
-            description: "the embedded MNIST model, unmasked fine-tune (mask 0, lr 2.5e-4, 300 steps)",
+            description: "the embedded MNIST model, unmasked fine-tune (mask 0, lr 2.5e-4, 200 steps)",
         },
         other => {
             return Err(Error::Config(format!("unknown training preset `{other}`; try one of {}", PRESET_NAMES.join(", "))))
