@@ -245,42 +245,22 @@ fn finetune_from_an_official_checkpoint_writes_loadable_checkpoints() {
     let exported = maskdit::checkpoint::read_config(&export).unwrap();
     assert_eq!(exported.as_ref(), Some(&config));
     // Starting again without --resume refuses to overwrite; with --resume it continues.
-    let err = fails(&[
-        "finetune",
-        "--preset",
-        "imagenet256-finetune",
-        "--config",
-        s(&case.join("config.json")),
-        "--from",
-        s(&case.join("checkpoint.pt")),
-        "--data",
-        s(&shards),
-        "--out",
-        s(&run),
-        "--steps",
-        "4",
-        "--batch",
-        "4",
-    ]);
-    assert!(err.contains("--resume"), "{err}");
-    ok(&[
-        "finetune",
-        "--preset",
-        "imagenet256-finetune",
-        "--config",
-        s(&case.join("config.json")),
-        "--from",
-        s(&case.join("checkpoint.pt")),
-        "--data",
-        s(&shards),
-        "--out",
-        s(&run),
-        "--steps",
-        "4",
-        "--batch",
-        "4",
-        "--resume",
-    ]);
+    let (config_json, from) = (case.join("config.json"), case.join("checkpoint.pt"));
+    let again = |resume: bool| {
+        let mut args =
+            vec!["finetune", "--preset", "imagenet256-finetune", "--config", s(&config_json), "--from", s(&from)];
+        args.extend(["--data", s(&shards), "--out", s(&run), "--steps", "4", "--batch", "4"]);
+        if resume {
+            args.push("--resume");
+        }
+        maskdit(&args)
+    };
+    let refused = again(false);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("--resume"), "{err}");
+    let resumed = again(true);
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(std::fs::read_to_string(run.join("log.jsonl")).unwrap().lines().count(), 4);
     assert!(run.join("checkpoints").join("0000004.safetensors").exists());
 }
 
