@@ -1,6 +1,7 @@
 //! `maskdit`: generate images with MaskDiT, download the official checkpoints, train and
 //! fine-tune.
 
+mod allocator;
 mod bench;
 mod convert;
 mod device;
@@ -86,6 +87,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::keep_large_buffers();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),

@@ -4,7 +4,7 @@ use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
 
 use crate::embed::xavier_uniform;
-use crate::ops::{layer_norm, modulate, softmax_last_dim, Kernels, Linear};
+use crate::ops::{gated_residual, gelu, layer_norm, modulate, softmax_last_dim, Kernels, Linear};
 use crate::Result;
 
 /// Multi-head self-attention with a fused qkv projection.
@@ -55,7 +55,7 @@ impl Mlp {
 
     /// `(N, L, width)` → `(N, L, width)`.
     pub fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-        self.fc2.apply(&self.fc1.apply(x, kernels)?.gelu()?, kernels)
+        self.fc2.apply(&gelu(&self.fc1.apply(x, kernels)?)?, kernels)
     }
 }
 
@@ -82,8 +82,8 @@ impl DitBlock {
         let (shift_msa, scale_msa, gate_msa) = (&m[0], &m[1], &m[2]);
         let (shift_mlp, scale_mlp, gate_mlp) = (&m[3], &m[4], &m[5]);
         let h = modulate(&layer_norm(x, kernels)?, shift_msa, scale_msa)?;
-        let x = (x + self.attn.forward(&h, kernels)?.broadcast_mul(&gate_msa.unsqueeze(1)?)?)?;
+        let x = gated_residual(x, &self.attn.forward(&h, kernels)?, gate_msa)?;
         let h = modulate(&layer_norm(&x, kernels)?, shift_mlp, scale_mlp)?;
-        Ok((&x + self.mlp.forward(&h, kernels)?.broadcast_mul(&gate_mlp.unsqueeze(1)?)?)?)
+        gated_residual(&x, &self.mlp.forward(&h, kernels)?, gate_mlp)
     }
 }

@@ -35,6 +35,7 @@ pub mod embed;
 mod error;
 pub mod flops;
 pub mod heads;
+pub mod kernels;
 pub mod mask;
 pub mod model;
 pub mod ops;

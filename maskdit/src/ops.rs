@@ -20,36 +20,37 @@ pub enum Kernels {
 
 /// Layer norm over the last dimension without affine parameters (eps 1e-6).
 pub fn layer_norm(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-    const EPS: f64 = 1e-6;
-    match kernels {
-        Kernels::Fused => {
-            let width = x.dim(D::Minus1)?;
-            let ones = Tensor::ones(width, x.dtype(), x.device())?;
-            let zeros = Tensor::zeros(width, x.dtype(), x.device())?;
-            Ok(candle_nn::ops::layer_norm(x, &ones, &zeros, EPS as f32)?)
-        }
-        Kernels::Differentiable => {
-            let work = if x.dtype() == DType::F32 { x.clone() } else { x.to_dtype(DType::F32)? };
-            let centred = work.broadcast_sub(&work.mean_keepdim(D::Minus1)?)?;
-            let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-            let out = centred.broadcast_div(&(var + EPS)?.sqrt()?)?;
-            Ok(out.to_dtype(x.dtype())?)
-        }
+    const EPS: f32 = 1e-6;
+    if kernels == Kernels::Fused && !(x.device().is_cpu() && x.dtype() == DType::F32) {
+        let width = x.dim(D::Minus1)?;
+        let ones = Tensor::ones(width, x.dtype(), x.device())?;
+        let zeros = Tensor::zeros(width, x.dtype(), x.device())?;
+        return Ok(candle_nn::ops::layer_norm(x, &ones, &zeros, EPS)?);
     }
+    Ok(crate::kernels::layer_norm(x, EPS)?)
 }
 
 /// Softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-    Ok(match kernels {
-        Kernels::Fused => candle_nn::ops::softmax_last_dim(x)?,
-        Kernels::Differentiable => candle_nn::ops::softmax(x, D::Minus1)?,
-    })
+    if kernels == Kernels::Fused && !(x.device().is_cpu() && x.dtype() == DType::F32) {
+        return Ok(candle_nn::ops::softmax_last_dim(x)?);
+    }
+    Ok(crate::kernels::softmax_last_dim(x)?)
+}
+
+/// Tanh-approximated GELU (fused and differentiable for f32 on the CPU).
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    Ok(crate::kernels::gelu_tanh(x)?)
 }
 
 /// `x · (1 + scale) + shift`, with `scale` and `shift` of shape `(N, width)` broadcast over tokens.
 pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    let scale = (scale.unsqueeze(1)? + 1.0)?;
-    Ok(x.broadcast_mul(&scale)?.broadcast_add(&shift.unsqueeze(1)?)?)
+    Ok(crate::kernels::modulate(x, shift, scale)?)
+}
+
+/// `x + h · gate`, with `gate` of shape `(N, width)` broadcast over tokens.
+pub fn gated_residual(x: &Tensor, h: &Tensor, gate: &Tensor) -> Result<Tensor> {
+    Ok(crate::kernels::gated_residual(x, h, gate)?)
 }
 
 /// A linear layer that folds leading dimensions into one matrix product.
@@ -105,7 +106,7 @@ impl Module for Linear {
         let flat = x.reshape((rows, in_dim))?;
         let mut out = flat.matmul(&self.weight.t()?)?;
         if let Some(bias) = &self.bias {
-            out = out.broadcast_add(bias)?;
+            out = crate::kernels::add_bias(&out, bias)?;
         }
         let mut out_dims = dims;
         *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;

@@ -1,0 +1,104 @@
+//! Layer norm over the last dimension without affine parameters.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, D};
+
+use super::{contiguous_slice, fused_applies, output};
+
+/// Layer norm over the last dimension, `(x − mean) / √(var + eps)`; differentiable, and fused
+/// for f32 on the CPU.
+pub fn layer_norm(x: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
+    if fused_applies(x) {
+        return x.contiguous()?.apply_op1(LayerNorm { eps });
+    }
+    let work = x.to_dtype(DType::F32)?;
+    let centred = work.broadcast_sub(&work.mean_keepdim(D::Minus1)?)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    centred.broadcast_div(&(var + eps as f64)?.sqrt()?)?.to_dtype(x.dtype())
+}
+
+/// Mean and reciprocal standard deviation of one row.
+#[inline]
+fn statistics(row: &[f32], eps: f32) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+struct LayerNorm {
+    eps: f32,
+}
+
+impl CustomOp1 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_slice(storage, layout, self.name())?;
+        let width = layout.shape().dims().last().copied().unwrap_or(1);
+        let out = output(x.len(), width, |row, out| {
+            let src = &x[row * width..(row + 1) * width];
+            let (mean, rstd) = statistics(src, self.eps);
+            for (y, &v) in out.iter_mut().zip(src) {
+                *y = (v - mean) * rstd;
+            }
+        });
+        Ok((out, layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &LayerNormGrad { eps: self.eps })?))
+    }
+}
+
+/// `(x, g)` → `rstd · (g − mean(g) − x̂ · mean(g · x̂))`, row by row.
+struct LayerNormGrad {
+    eps: f32,
+}
+
+impl CustomOp2 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_slice(s1, l1, self.name())?;
+        let g = contiguous_slice(s2, l2, self.name())?;
+        let width = l1.shape().dims().last().copied().unwrap_or(1);
+        let out = output(x.len(), width, |row, out| {
+            let range = row * width..(row + 1) * width;
+            let (src, grad) = (&x[range.clone()], &g[range]);
+            let (mean, rstd) = statistics(src, self.eps);
+            let n = width as f32;
+            let grad_mean = grad.iter().sum::<f32>() / n;
+            let dot_mean = src.iter().zip(grad).map(|(&v, &gv)| (v - mean) * rstd * gv).sum::<f32>() / n;
+            for ((d, &v), &gv) in out.iter_mut().zip(src).zip(grad) {
+                *d = rstd * (gv - grad_mean - (v - mean) * rstd * dot_mean);
+            }
+        });
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::check_against;
+    use candle_core::D;
+
+    #[test]
+    fn matches_composition() {
+        let reference = |x: &candle_core::Tensor| {
+            let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1).unwrap()).unwrap();
+            let var = centred.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+            centred.broadcast_div(&(var + 1e-6).unwrap().sqrt().unwrap()).unwrap()
+        };
+        check_against((4, 300, 96), |x| super::layer_norm(x, 1e-6).unwrap(), reference);
+    }
+}

@@ -1,0 +1,102 @@
+//! Fused CPU kernels (f32) that also backpropagate: tanh-GELU, layer norm, softmax, bias,
+//! adaLN modulation and gated residuals.
+//!
+//! Each is a candle custom op whose forward pass is one sweep over the data, spread over
+//! candle's CPU worker pool, and whose backward pass is another fused op. The public functions
+//! fall back to compositions of candle ops for other devices and dtypes.
+
+mod bias;
+mod gelu;
+mod layer_norm;
+mod modulation;
+mod reduce;
+mod softmax;
+
+pub use bias::add_bias;
+pub use gelu::gelu_tanh;
+pub use layer_norm::layer_norm;
+pub use modulation::{gated_residual, modulate};
+pub use softmax::softmax_last_dim;
+
+use candle_core::{bail, CpuStorage, Layout, Tensor};
+
+/// Below this many elements a kernel runs on the calling thread only.
+const PARALLEL_MIN_ELEMENTS: usize = 32 * 1024;
+
+/// Whether the fused kernels handle `x` (f32 on the CPU).
+fn fused_applies(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+}
+
+/// The f32 elements of a contiguous CPU tensor.
+fn contiguous_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op} expects a contiguous tensor"),
+    }
+}
+
+/// Fills `out` chunk by chunk (`chunk_len` elements each, the last one possibly shorter) with
+/// `fill(chunk_index, chunk)`, on candle's CPU worker pool when `out` is large.
+fn fill_chunks(out: &mut [f32], chunk_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
+    if out.len() < PARALLEL_MIN_ELEMENTS || chunk_len == 0 {
+        for (index, chunk) in out.chunks_mut(chunk_len.max(1)).enumerate() {
+            fill(index, chunk);
+        }
+        return;
+    }
+    let total = out.len();
+    let chunks = total.div_ceil(chunk_len);
+    let base = out.as_mut_ptr() as usize;
+    candle_core::utils::barrier_pool().execute_chunked(chunks, |range| {
+        let start = range.start * chunk_len;
+        let end = (range.end * chunk_len).min(total);
+        // SAFETY: `execute_chunked` hands out disjoint ranges of chunk indices, so the element
+        // ranges `start..end` are disjoint, in bounds of `out`, and `out` outlives the call.
+        let part = unsafe { std::slice::from_raw_parts_mut((base as *mut f32).add(start), end - start) };
+        for (offset, chunk) in part.chunks_mut(chunk_len).enumerate() {
+            fill(range.start + offset, chunk);
+        }
+    });
+}
+
+/// Output buffer of `len` f32 elements, filled by [`fill_chunks`].
+fn output(len: usize, chunk_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> CpuStorage {
+    let mut out = vec![0f32; len];
+    fill_chunks(&mut out, chunk_len, fill);
+    CpuStorage::F32(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    /// Relative L2 distance of two tensors.
+    pub(super) fn relative_error(a: &Tensor, b: &Tensor) -> f32 {
+        let diff = (a - b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+        let norm = b.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+        diff / norm
+    }
+
+    /// Compares a fused op with a reference composition: values and gradients of
+    /// `sum(op(x) * weights)`.
+    pub(super) fn check_against(
+        shape: (usize, usize, usize),
+        fused: impl Fn(&Tensor) -> Tensor,
+        reference: impl Fn(&Tensor) -> Tensor,
+    ) {
+        let device = Device::Cpu;
+        let x = Var::from_tensor(&(Tensor::randn(0f32, 2.0, shape, &device).unwrap())).unwrap();
+        let weights = Tensor::randn(0f32, 1.0, shape, &device).unwrap();
+        let grad_of = |f: &dyn Fn(&Tensor) -> Tensor| {
+            let y = f(x.as_tensor());
+            let loss = (&y * &weights).unwrap().sum_all().unwrap();
+            (y, loss.backward().unwrap().get(x.as_tensor()).unwrap().clone())
+        };
+        let (y_fused, g_fused) = grad_of(&fused);
+        let (y_ref, g_ref) = grad_of(&reference);
+        assert!(relative_error(&y_fused, &y_ref) < 1e-6, "forward {}", relative_error(&y_fused, &y_ref));
+        assert!(relative_error(&g_fused, &g_ref) < 1e-5, "gradient {}", relative_error(&g_fused, &g_ref));
+    }
+}
