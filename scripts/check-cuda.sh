@@ -6,7 +6,7 @@
 #
 #   scripts/check-cuda.sh            # build check (cuda)
 #   FEATURES=cuda,cudnn scripts/check-cuda.sh
-#   PACKAGE=1 scripts/check-cuda.sh  # also stage dist/gpu/ for a GPU machine (see docs/gpu.md)
+#   PACKAGE=1 scripts/check-cuda.sh  # also stage dist/gpu/ for a GPU machine (see scripts/run-on-gpu.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,13 +32,15 @@ cargo test --release --workspace --features "maskdit-cli/${features//,/,maskdit-
 if [ "${PACKAGE:-0}" = "1" ]; then
   dist=dist/gpu
   rm -rf "$dist" && mkdir -p "$dist/tests"
-  cp target/release/maskdit "$dist/"
+  cp target/release/maskdit "$dist/" && (strip "$dist/maskdit" 2>/dev/null || true)
   # Test binaries of the parity suites (their names carry a hash: pick the newest of each).
   for t in parity_model parity_sampler parity_train parity_vae; do
     bin=$(ls -t target/release/deps/${t}-* 2>/dev/null | grep -v '\.d$' | head -n 1)
     cp "$bin" "$dist/tests/$t"
+    strip "$dist/tests/$t" 2>/dev/null || true
   done
   cp -r tests/golden "$dist/golden"
-  echo "staged $dist: carry it to the GPU machine and run scripts/run-on-gpu.sh there"
+  cp cli/assets/mnist.safetensors data/mnist/digits.safetensors scripts/run-on-gpu.sh "$dist/"
+  echo "staged $dist: carry it to the GPU machine and run 'bash run-on-gpu.sh' inside it"
 fi
 echo "CUDA build check passed (features: $features, compute capability $CUDA_COMPUTE_CAP)"

@@ -71,9 +71,36 @@ pub fn cases_of(kind: CaseKind) -> Vec<PathBuf> {
     cases().into_iter().filter(|(_, k)| *k == kind).map(|(p, _)| p).collect()
 }
 
-/// Reads every tensor of a safetensors file on the CPU.
+/// The device the parity suites run on: `$MASKDIT_DEVICE` (`cpu`, `cuda` or `cuda:N`; default
+/// `cpu`).
+pub fn device() -> Device {
+    let name = std::env::var("MASKDIT_DEVICE").unwrap_or_else(|_| "cpu".into());
+    match name.as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::new_cuda(0).expect("MASKDIT_DEVICE=cuda: no usable CUDA device"),
+        other => {
+            let ordinal = other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("MASKDIT_DEVICE `{other}`: use cpu, cuda or cuda:N"));
+            Device::new_cuda(ordinal).unwrap_or_else(|e| panic!("MASKDIT_DEVICE={other}: {e}"))
+        }
+    }
+}
+
+/// `cpu_tolerance` on the CPU; off it at least 1e-4, the f32 budget for GPU kernels (other
+/// summation orders, TF32-free cuBLAS).
+pub fn tolerance(cpu_tolerance: f64) -> f64 {
+    if device().is_cpu() {
+        cpu_tolerance
+    } else {
+        cpu_tolerance.max(1e-4)
+    }
+}
+
+/// Reads every tensor of a safetensors file onto [`device`].
 pub fn load(path: &Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    candle_core::safetensors::load(path, &device()).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 /// `map[key]`, or a panic naming the file's missing key.
@@ -100,8 +127,10 @@ pub fn relative_l2(got: &Tensor, want: &Tensor) -> f64 {
     }
 }
 
-/// Panics with a message naming `what` when the relative L2 error exceeds `tolerance`.
+/// Panics with a message naming `what` when the relative L2 error exceeds `tolerance` (on the
+/// CPU; see [`tolerance`] for other devices).
 pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tolerance: f64) {
+    let tolerance = self::tolerance(tolerance);
     let err = relative_l2(got, want);
     assert!(err <= tolerance, "{what}: relative L2 error {err:.3e} exceeds {tolerance:.0e}");
     eprintln!("{what}: relative L2 error {err:.3e}");

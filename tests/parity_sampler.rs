@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use maskdit::{checkpoint, MaskDit, ModelConfig, WeightSet};
 use maskdit_sampler::{DdpmOptions, EdmOptions, Guided, RecordedNoise, Sampler, SeededNoise};
 use maskdit_tests::{assert_close, cases_of, get, load, scalar, CaseKind};
@@ -13,7 +13,8 @@ const SAMPLER_TOLERANCE: f64 = 1e-4;
 
 fn model(case: &Path) -> MaskDit {
     let config = ModelConfig::from_json(&std::fs::read_to_string(case.join("config.json")).unwrap()).unwrap();
-    checkpoint::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap()
+    checkpoint::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, DType::F32, &maskdit_tests::device())
+        .unwrap()
 }
 
 fn text_option(refs: &HashMap<String, Tensor>, key: &str) -> Option<String> {
@@ -127,11 +128,11 @@ fn an_image_depends_on_its_seed_only() {
     let guided = Guided::new(&net, 1.5);
     let sample = |seeds: &[u64]| -> Tensor {
         let mut noise = SeededNoise::new(seeds);
-        let latents = noise.latents(&image, &Device::Cpu).unwrap();
+        let latents = noise.latents(&image, &maskdit_tests::device()).unwrap();
         let classes = noise.class_indices(c.num_classes);
         let labels: Vec<f32> =
             classes.iter().flat_map(|&k| (0..c.num_classes).map(move |j| if j == k { 1.0 } else { 0.0 })).collect();
-        let labels = Tensor::from_vec(labels, (seeds.len(), c.num_classes), &Device::Cpu).unwrap();
+        let labels = Tensor::from_vec(labels, (seeds.len(), c.num_classes), &maskdit_tests::device()).unwrap();
         o.sample(&guided, &latents, Some(&labels), &mut noise, &mut |_| {}).unwrap()
     };
     let batch = sample(&[3, 11, 42]);
@@ -148,7 +149,8 @@ fn bad_options_are_rejected() {
     assert!("cosine".parse::<maskdit_sampler::Discretization>().is_err());
     let net = model(&cases_of(CaseKind::Model)[0]);
     let c = net.config();
-    let latents = Tensor::zeros((1, c.in_channels, c.input_size, c.input_size), DType::F32, &Device::Cpu).unwrap();
+    let latents =
+        Tensor::zeros((1, c.in_channels, c.input_size, c.input_size), DType::F32, &maskdit_tests::device()).unwrap();
     let mut noise = SeededNoise::new(&[0]);
     for sampler in
         [Sampler::Edm(EdmOptions::heun(1)), Sampler::Ddpm(DdpmOptions::new(0)), Sampler::Ddpm(DdpmOptions::new(1001))]

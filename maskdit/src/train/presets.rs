@@ -97,15 +97,15 @@ pub fn preset(name: &str) -> Result<TrainPreset> {
         },
         "mnist-pretrain" => TrainPreset {
             config: mnist_config(),
-            options: TrainOptions { ema_decay: 0.998, lr_rampup_kimg: 5.0, ..options(128, 5e-4, 0.5, 0.1, 1500) },
-            checkpoint_every: 250,
-            description: "the embedded MNIST model, masked pretraining (mask 0.5, MAE 0.1, lr 5e-4, batch 128, 1500 steps)",
+            options: TrainOptions { ema_decay: 0.998, lr_rampup_kimg: 5.0, ..options(128, 1e-3, 0.5, 0.1, 4000) },
+            checkpoint_every: 500,
+            description: "the embedded MNIST model, masked pretraining (mask 0.5, MAE 0.1, lr 1e-3, batch 128, 4000 steps)",
         },
         "mnist-finetune" => TrainPreset {
             config: mnist_config(),
-            options: TrainOptions { ema_decay: 0.99, ..options(128, 2.5e-4, 0.0, 0.1, 200) },
-            checkpoint_every: 100,
-            description: "the embedded MNIST model, unmasked fine-tune (mask 0, lr 2.5e-4, 200 steps)",
+            options: TrainOptions { ema_decay: 0.995, ..options(128, 5e-4, 0.0, 0.1, 1200) },
+            checkpoint_every: 200,
+            description: "the embedded MNIST model, unmasked fine-tune (mask 0, lr 5e-4, 1200 steps)",
         },
         other => {
             return Err(Error::Config(format!("unknown training preset `{other}`; try one of {}", PRESET_NAMES.join(", "))))
