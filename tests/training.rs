@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use maskdit::train::data::{write_shard, Dataset, LmdbDataset, LmdbWriter, ShardDataset};
-use maskdit::train::{Start, TrainOptions, Trainer};
+use maskdit::train::{Precision, Start, TrainOptions, Trainer};
 use maskdit::{Error, ModelConfig};
 
 fn scratch(name: &str) -> PathBuf {
@@ -39,6 +39,7 @@ fn options(max_steps: u64) -> TrainOptions {
         xflip: true,
         max_steps,
         seed: 17,
+        precision: Precision::F32,
     }
 }
 
@@ -96,6 +97,38 @@ fn interrupted_and_resumed_run_is_bit_identical() {
     // The checkpoint also loads as plain weights for sampling (EMA by default).
     let model = maskdit::checkpoint::load(&ckpt, &tiny_config(), maskdit::WeightSet::Ema, DType::F32, &Device::Cpu);
     assert!(model.is_ok(), "{:?}", model.err());
+}
+
+#[test]
+fn bf16_mixed_precision_tracks_f32_training_on_f32_master_weights() {
+    let dir = scratch("bf16");
+    let data = shard(&dir);
+    let open = || -> Box<dyn Dataset> { Box::new(ShardDataset::open(std::slice::from_ref(&data), 0.18215).unwrap()) };
+    let run = |precision| {
+        let options = TrainOptions { precision, ..options(3) };
+        let mut trainer = Trainer::new(tiny_config(), options, open(), Start::Fresh, &Device::Cpu).unwrap();
+        let start = trainer.model().weights().unwrap();
+        let losses: Vec<f64> = (0..3).map(|_| trainer.train_step().unwrap().loss).collect();
+        (start, trainer.model().weights().unwrap(), losses)
+    };
+    let (start, f32_weights, f32_losses) = run(Precision::F32);
+    let (_, bf16_weights, bf16_losses) = run(Precision::Bf16);
+    for (a, b) in f32_losses.iter().zip(&bf16_losses) {
+        assert!((a - b).abs() <= 0.05 * a.abs(), "losses f32 {f32_losses:?} vs bf16 {bf16_losses:?}");
+    }
+    // Master weights stay f32 and take updates close to the f32 run's.
+    let (mut moved, mut diff) = (0f32, 0f32);
+    for (name, w) in &bf16_weights {
+        assert_eq!(w.dtype(), DType::F32, "{name} is not f32");
+        let update_f32 = (&f32_weights[name] - &start[name]).unwrap();
+        let update_bf16 = (w - &start[name]).unwrap();
+        moved += update_f32.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        diff += (&update_bf16 - &update_f32).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    }
+    assert!(moved > 0.0, "the f32 run did not move");
+    let updates = (diff / moved).sqrt();
+    eprintln!("bf16 vs f32: relative difference of 3 steps' updates {updates:.3e}");
+    assert!(updates < 0.25, "bf16 updates differ from f32 ones by {updates}");
 }
 
 #[test]

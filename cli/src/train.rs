@@ -64,6 +64,10 @@ pub struct TrainArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Arithmetic of the passes: f32, or bf16 (mixed precision: bf16 forward and backward on
+    /// f32 master weights; meant for CUDA, slow on the CPU).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 /// Reads the data given on the command line.
@@ -154,6 +158,7 @@ pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
         options.seed = v;
     }
     options.xflip |= args.xflip;
+    options.precision = args.precision.parse()?;
     let every = args.checkpoint_every.unwrap_or(recipe.checkpoint_every).max(1);
     let config = match &args.config {
         Some(path) => {

@@ -1,6 +1,6 @@
 //! Training recipes: the official MaskDiT configurations and the toolkit's own MNIST model.
 
-use super::TrainOptions;
+use super::{Precision, TrainOptions};
 use crate::{Error, ModelConfig, Result};
 
 /// A named recipe: architecture, run settings and checkpoint interval.
@@ -42,6 +42,7 @@ fn options(batch_size: usize, lr: f64, mask_ratio: f64, mae: f64, max_steps: u64
         xflip: false,
         max_steps,
         seed: 0,
+        precision: Precision::F32,
     }
 }
 

@@ -1,5 +1,6 @@
 //! A model whose parameters are trainable variables.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -67,6 +68,22 @@ impl TrainableModel {
     /// The network (its forward passes record gradients).
     pub fn model(&self) -> &MaskDit {
         &self.model
+    }
+
+    /// The network computing in `dtype`: the model itself for f32, else a network on `dtype`
+    /// casts of the f32 variables, through which gradients flow back to them.
+    pub fn compute_model(&self, dtype: DType) -> Result<Cow<'_, MaskDit>> {
+        if dtype == DType::F32 {
+            return Ok(Cow::Borrowed(&self.model));
+        }
+        let casts = self
+            .all_params()
+            .into_iter()
+            .map(|(name, var)| Ok((name, var.as_tensor().to_dtype(dtype)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        let device = self.model.device().clone();
+        let vb = VarBuilder::from_tensors(casts, dtype, &device);
+        Ok(Cow::Owned(MaskDit::new(self.model.config(), vb)?))
     }
 
     /// Every parameter, frozen tables included, sorted by name.

@@ -46,6 +46,43 @@ pub struct TrainOptions {
     pub max_steps: u64,
     /// Seed of all training randomness.
     pub seed: u64,
+    /// Arithmetic of the forward and backward passes (weights, optimiser and EMA stay f32).
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// Arithmetic of a training step's forward and backward passes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Mixed precision: the network runs on bf16 copies of the f32 master weights; gradients
+    /// flow back through the casts into the f32 weights; preconditioning and loss stay f32.
+    Bf16,
+}
+
+impl Precision {
+    /// The dtype the network computes in.
+    pub fn compute_dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::Bf16 => DType::BF16,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(Error::Config(format!("unknown precision `{other}`; use f32 or bf16 (mixed)"))),
+        }
+    }
 }
 
 impl TrainOptions {
@@ -307,6 +344,7 @@ impl Trainer {
         let length = self.config.num_patches();
         let mut sum: Option<Vec<Tensor>> = None;
         let mut loss_total = 0.0;
+        let compute_dtype = self.options.precision.compute_dtype();
         for _ in 0..self.options.grad_accum {
             let (images, labels) = self.micro_batch(micro, &device)?;
             let rnd_normal = Tensor::from_vec(self.normal(micro), micro, &device)?;
@@ -316,14 +354,9 @@ impl Trainer {
             } else {
                 None
             };
-            let per_sample = self.loss.per_sample(
-                self.model.model(),
-                &images,
-                labels.as_ref(),
-                &rnd_normal,
-                &noise,
-                mask.as_ref(),
-            )?;
+            let network = self.model.compute_model(compute_dtype)?;
+            let per_sample =
+                self.loss.per_sample(&network, &images, labels.as_ref(), &rnd_normal, &noise, mask.as_ref())?;
             let loss = (per_sample.sum_all()? / self.options.batch_size as f64)?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
