@@ -9,9 +9,8 @@ use crate::Result;
 /// Which implementation of layer norm, softmax and matrix products a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
-    /// Inference: fused kernels, and on the CPU one matrix product per sample so that a
-    /// sample's result never depends on the batch around it (GEMM summation order varies with
-    /// the number of rows).
+    /// Inference: fused kernels, and on the CPU matrix products whose rows never depend on the
+    /// batch around them (see [`Linear::apply`]).
     Fused,
     /// Training: plain tensor ops that support backpropagation; batches folded into one
     /// matrix product.
@@ -85,11 +84,22 @@ impl Linear {
     }
 }
 
+/// Fewest rows per sample for which one batched GEMM gives every row exactly what a GEMM of
+/// that sample alone gives (gemm's summation order is the same for all row counts from 16 on;
+/// measured on shapes 128..3072 wide; a single row takes a different, matrix-vector path).
+const BATCH_INVARIANT_ROWS: usize = 16;
+
 impl Linear {
-    /// Applies the layer to `(..., in)`. With [`Kernels::Fused`] on the CPU, each sample
-    /// (index of the first dimension) gets its own matrix product of a batch-independent shape.
+    /// Applies the layer to `(..., in)`. With [`Kernels::Fused`] on the CPU, a sample's result
+    /// never depends on the batch around it: token-level inputs `(N, L ≥ 16, in)` run as one
+    /// GEMM (bitwise the same rows as per-sample GEMMs), anything smaller one GEMM per sample.
     pub fn apply(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-        if kernels == Kernels::Differentiable || !x.device().is_cpu() || x.dim(0)? == 1 {
+        let per_sample_rows: usize = x.dims()[1..x.rank().saturating_sub(1)].iter().product();
+        if kernels == Kernels::Differentiable
+            || !x.device().is_cpu()
+            || x.dim(0)? == 1
+            || (x.rank() >= 3 && per_sample_rows >= BATCH_INVARIANT_ROWS)
+        {
             return Ok(self.forward(x)?);
         }
         let rows =
@@ -111,5 +121,34 @@ impl Module for Linear {
         let mut out_dims = dims;
         *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
         out.reshape(out_dims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::{Kernels, Linear};
+
+    /// The batch-invariance premise of [`Linear::apply`]: a sample's rows are bitwise the same
+    /// whether it is projected alone or within a batch.
+    #[test]
+    fn batched_projection_rows_equal_per_sample_rows() {
+        let device = Device::Cpu;
+        for (tokens, width_in, width_out) in [(16, 64, 48), (49, 128, 384), (256, 384, 1152), (1, 96, 576)] {
+            let weight = Tensor::randn(0f32, 1.0, (width_out, width_in), &device).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, width_out, &device).unwrap();
+            let linear = Linear::from_parts(weight, Some(bias));
+            let shape: Vec<usize> = if tokens == 1 { vec![5, width_in] } else { vec![5, tokens, width_in] };
+            let x = Tensor::randn(0f32, 1.0, shape, &device).unwrap();
+            let batched = linear.apply(&x, Kernels::Fused).unwrap();
+            for i in [0, 3] {
+                let alone = linear.apply(&x.narrow(0, i, 1).unwrap(), Kernels::Fused).unwrap();
+                let bits = |t: &Tensor| {
+                    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>()
+                };
+                assert_eq!(bits(&batched.narrow(0, i, 1).unwrap()), bits(&alone), "{tokens} tokens, sample {i}");
+            }
+        }
     }
 }
