@@ -29,7 +29,11 @@ fn fused_applies(x: &Tensor) -> bool {
 }
 
 /// The f32 elements of a contiguous CPU tensor.
-fn contiguous_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn contiguous_slice<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
     let data = storage.as_slice::<f32>()?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
@@ -39,7 +43,7 @@ fn contiguous_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> c
 
 /// Fills `out` chunk by chunk (`chunk_len` elements each, the last one possibly shorter) with
 /// `fill(chunk_index, chunk)`, on candle's CPU worker pool when `out` is large.
-fn fill_chunks(out: &mut [f32], chunk_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
+pub(crate) fn fill_chunks(out: &mut [f32], chunk_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
     if out.len() < PARALLEL_MIN_ELEMENTS || chunk_len == 0 {
         for (index, chunk) in out.chunks_mut(chunk_len.max(1)).enumerate() {
             fill(index, chunk);

@@ -2,6 +2,7 @@
 
 use candle_core::{Tensor, Var};
 
+use super::in_place::{self, Average};
 use crate::Result;
 
 /// `ema ← decay·ema + (1 − decay)·param` for every parameter, after every step.
@@ -19,9 +20,11 @@ impl Ema {
         Ok(Self { decay, shadow })
     }
 
-    /// Starts from given weights (for example those of a checkpoint), one per parameter name.
-    pub fn from_tensors(shadow: Vec<(String, Tensor)>, decay: f64) -> Self {
-        Self { decay, shadow }
+    /// Starts from copies of given weights (for example those of a checkpoint), one per
+    /// parameter name.
+    pub fn from_tensors(shadow: Vec<(String, Tensor)>, decay: f64) -> Result<Self> {
+        let shadow = shadow.into_iter().map(|(n, t)| Ok((n, t.detach().copy()?))).collect::<Result<Vec<_>>>()?;
+        Ok(Self { decay, shadow })
     }
 
     /// The decay.
@@ -32,12 +35,17 @@ impl Ema {
     /// Moves the average towards `params` (same order as at construction).
     pub fn update(&mut self, params: &[(String, Var)]) -> Result<()> {
         for ((_, avg), (_, var)) in self.shadow.iter_mut().zip(params) {
+            if in_place::applies(&[avg, var.as_tensor()]) {
+                avg.inplace_op2(var.as_tensor(), &Average::Values { decay: self.decay })?;
+                continue;
+            }
             *avg = ((&*avg * self.decay)? + (var.as_tensor().detach() * (1.0 - self.decay))?)?.detach();
         }
         Ok(())
     }
 
-    /// The averaged weights, by name.
+    /// The averaged weights, by name. They share storage with the average, which later updates
+    /// may rewrite in place: copy them to keep them.
     pub fn weights(&self) -> &[(String, Tensor)] {
         &self.shadow
     }

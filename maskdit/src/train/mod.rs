@@ -2,6 +2,7 @@
 
 pub mod data;
 mod ema;
+mod in_place;
 mod loss;
 mod optimizer;
 mod presets;

@@ -2,6 +2,7 @@
 
 use candle_core::{backprop::GradStore, Tensor, Var};
 
+use super::in_place::{self, AdamWUpdate, Average};
 use crate::{Error, Result};
 
 /// AdamW hyper-parameters (PyTorch semantics: decoupled weight decay, bias-corrected moments).
@@ -38,8 +39,9 @@ pub struct AdamW {
 impl AdamW {
     /// Zero moments for `params`.
     pub fn new(params: Vec<(String, Var)>, config: AdamWConfig) -> Result<Self> {
-        let first = params.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
-        let second = first.clone();
+        let zeros = || params.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>();
+        // Two separate sets: the CPU update rewrites the moments in place.
+        let (first, second) = (zeros()?, zeros()?);
         Ok(Self { config, params, first, second, steps: 0 })
     }
 
@@ -91,7 +93,16 @@ impl AdamW {
         let correction1 = 1.0 - c.beta1.powi(t);
         let correction2 = 1.0 - c.beta2.powi(t);
         for (i, (_, var)) in self.params.iter().enumerate() {
-            let grad = &grads[i];
+            let grad = &grads[i].contiguous()?;
+            let (first, second) = (&self.first[i], &self.second[i]);
+            if in_place::applies(&[var.as_tensor(), grad, first, second]) {
+                first.inplace_op2(grad, &Average::Lerp { decay: c.beta1 })?;
+                second.inplace_op2(grad, &Average::Squares { decay: c.beta2 })?;
+                let update =
+                    AdamWUpdate { lr: c.lr, weight_decay: c.weight_decay, eps: c.eps, correction1, correction2 };
+                var.as_tensor().inplace_op3(first, second, &update)?;
+                continue;
+            }
             let m = ((&self.first[i] * c.beta1)? + (grad * (1.0 - c.beta1))?)?;
             let v = ((&self.second[i] * c.beta2)? + (grad.sqr()? * (1.0 - c.beta2))?)?;
             let denom = ((&v / correction2)?.sqrt()? + c.eps)?;
@@ -108,7 +119,9 @@ impl AdamW {
         Ok(())
     }
 
-    /// The state as named tensors (`opt/m/<name>`, `opt/v/<name>`) and the step count.
+    /// The state as named tensors (`opt/m/<name>`, `opt/v/<name>`) and the step count. The
+    /// tensors share storage with the optimiser, which may update them in place: copy them to
+    /// keep them across steps.
     pub fn state(&self) -> (Vec<(String, Tensor)>, u64) {
         let mut out = Vec::with_capacity(2 * self.params.len());
         for (i, (name, _)) in self.params.iter().enumerate() {
@@ -127,7 +140,7 @@ impl AdamW {
                 if t.dims() != var.dims() {
                     return Err(Error::Input(format!("optimizer state `{key}` has shape {:?}", t.dims())));
                 }
-                *slot = t.to_dtype(var.dtype())?.to_device(var.device())?;
+                *slot = t.to_dtype(var.dtype())?.to_device(var.device())?.copy()?;
             }
         }
         self.steps = steps;

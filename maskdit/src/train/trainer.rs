@@ -211,7 +211,7 @@ impl Trainer {
                         Ok((name, t.to_dtype(DType::F32)?.to_device(var.device())?))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Ema::from_tensors(shadow, options.ema_decay)
+                Ema::from_tensors(shadow, options.ema_decay)?
             }
             _ => Ema::new(&model.all_params(), options.ema_decay)?,
         };
@@ -282,7 +282,8 @@ impl Trainer {
         &self.model
     }
 
-    /// The EMA weights, by name.
+    /// The EMA weights, by name; live views that the next step updates in place (copy them to
+    /// keep them).
     pub fn ema_weights(&self) -> HashMap<String, Tensor> {
         self.ema.weights().iter().cloned().collect()
     }
