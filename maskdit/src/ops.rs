@@ -114,7 +114,7 @@ impl Module for Linear {
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let flat = x.reshape((rows, in_dim))?;
-        let mut out = flat.matmul(&self.weight.t()?)?;
+        let mut out = crate::kernels::matmul_transposed(&flat, &self.weight)?;
         if let Some(bias) = &self.bias {
             out = crate::kernels::add_bias(&out, bias)?;
         }

@@ -1,5 +1,5 @@
 //! Fused CPU kernels (f32) that also backpropagate: tanh-GELU, layer norm, softmax, bias,
-//! adaLN modulation and gated residuals.
+//! adaLN modulation, gated residuals and the linear layer's matrix product.
 //!
 //! Each is a candle custom op whose forward pass is one sweep over the data, spread over
 //! candle's CPU worker pool, and whose backward pass is another fused op. The public functions
@@ -8,6 +8,7 @@
 mod bias;
 mod gelu;
 mod layer_norm;
+mod linear;
 mod modulation;
 mod reduce;
 mod softmax;
@@ -15,6 +16,7 @@ mod softmax;
 pub use bias::add_bias;
 pub use gelu::gelu_tanh;
 pub use layer_norm::layer_norm;
+pub use linear::matmul_transposed;
 pub use modulation::{gated_residual, modulate};
 pub use softmax::softmax_last_dim;
 
