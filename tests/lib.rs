@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
+pub mod mnist_judge;
+
 /// The folder of reference cases: `$MASKDIT_GOLDEN`, or `tests/golden/` of this workspace.
 /// A relative `MASKDIT_GOLDEN` is taken from the current directory, else from the workspace root.
 pub fn golden_root() -> PathBuf {

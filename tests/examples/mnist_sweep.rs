@@ -1,0 +1,31 @@
+//! Judges an MNIST model's samples over a grid of sampler settings, to choose its defaults.
+//! Usage: cargo run --release -p maskdit-tests --example mnist_sweep -- FILE [STEPS,..] [CFG,..] [PER_CLASS]
+
+use candle_core::{DType, Device};
+use maskdit::{checkpoint, WeightSet};
+use maskdit_tests::mnist_judge::{judge_model, Judge};
+
+fn list<T: std::str::FromStr>(arg: Option<&String>, default: &str) -> Vec<T> {
+    arg.map(String::as_str).unwrap_or(default).split(',').map(|v| v.parse().ok().expect("a number")).collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let path = std::path::PathBuf::from(args.get(1).expect("usage: mnist_sweep FILE [STEPS,..] [CFG,..] [PER_CLASS]"));
+    let steps: Vec<usize> = list(args.get(2), "18");
+    let cfgs: Vec<f64> = list(args.get(3), "1.0,1.5,2.0,3.0");
+    let per_class: usize = args.get(4).map(|v| v.parse().expect("a number")).unwrap_or(20);
+    let config = checkpoint::read_config(&path).unwrap().expect("a toolkit checkpoint (with its architecture)");
+    let model = checkpoint::load(&path, &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap();
+    let (judge, real_accuracy) = Judge::train();
+    println!("judge reads {real_accuracy:.4} of held-out real digits");
+    for &s in &steps {
+        for &cfg in &cfgs {
+            let v = judge_model(&judge, &model, s, cfg, per_class);
+            println!(
+                "steps {s:>3} cfg {cfg:>4.2}: accuracy {:.4}, feature distance {:.3} (real-vs-real {:.3})",
+                v.accuracy, v.distance, v.real_distance
+            );
+        }
+    }
+}

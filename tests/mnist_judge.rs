@@ -1,0 +1,120 @@
+//! A judge of generated MNIST digits: a classifier trained on real digits, the accuracy with
+//! which it reads samples as their requested class, and a Fréchet distance of its features.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{linear, Linear, Optimizer, VarBuilder, VarMap};
+use maskdit_sampler::{Denoiser, EdmOptions, Guided, SeededNoise};
+
+/// Digits held back from the judge's training (for its own accuracy and the real-vs-real
+/// feature distance).
+pub const HELD_OUT: usize = 1000;
+
+fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// The repository's real digits in [−1, 1], `(N, 784)`, and their labels.
+pub fn digits() -> (Tensor, Vec<u32>) {
+    let data = crate::load(&workspace().join("data/mnist/digits.safetensors"));
+    let images = crate::get(&data, "images").to_dtype(DType::F32).unwrap();
+    let n = images.dim(0).unwrap();
+    let images = ((images.reshape((n, 784)).unwrap() / 127.5).unwrap() - 1.0).unwrap();
+    let labels = crate::get(&data, "labels").to_dtype(DType::U32).unwrap().to_vec1::<u32>().unwrap();
+    (images, labels)
+}
+
+/// A two-layer perceptron: 784 → 256 (ReLU, the "features") → 10.
+pub struct Judge {
+    hidden: Linear,
+    out: Linear,
+}
+
+impl Judge {
+    /// Trains a judge (8 epochs, AdamW) on all digits but the last [`HELD_OUT`]; returns it
+    /// with its accuracy on those.
+    pub fn train() -> (Self, f64) {
+        let (images, labels) = digits();
+        let n = images.dim(0).unwrap() - HELD_OUT;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let judge =
+            Judge { hidden: linear(784, 256, vb.pp("hidden")).unwrap(), out: linear(256, 10, vb.pp("out")).unwrap() };
+        let params = candle_nn::ParamsAdamW { lr: 1e-3, weight_decay: 1e-4, ..Default::default() };
+        let mut opt = candle_nn::AdamW::new(varmap.all_vars(), params).unwrap();
+        let targets = Tensor::new(&labels[..n], &Device::Cpu).unwrap();
+        for _epoch in 0..8 {
+            for start in (0..n).step_by(100) {
+                let len = 100.min(n - start);
+                let logits = judge.out.forward(&judge.features(&images.narrow(0, start, len).unwrap())).unwrap();
+                let loss = candle_nn::loss::cross_entropy(&logits, &targets.narrow(0, start, len).unwrap()).unwrap();
+                opt.backward_step(&loss).unwrap();
+            }
+        }
+        let accuracy = judge.accuracy(&images.narrow(0, n, HELD_OUT).unwrap(), &labels[n..]);
+        (judge, accuracy)
+    }
+
+    fn features(&self, x: &Tensor) -> Tensor {
+        self.hidden.forward(x).unwrap().relu().unwrap()
+    }
+
+    /// The fraction of `images` `(N, 784)` read as their `labels`.
+    pub fn accuracy(&self, images: &Tensor, labels: &[u32]) -> f64 {
+        let predicted = self.out.forward(&self.features(images)).unwrap().argmax(D::Minus1).unwrap();
+        let predicted = predicted.to_vec1::<u32>().unwrap();
+        predicted.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / labels.len() as f64
+    }
+
+    /// Diagonal Fréchet distance between the judge's feature distributions of two image sets:
+    /// squared differences of per-feature means plus those of per-feature standard deviations.
+    pub fn feature_distance(&self, a: &Tensor, b: &Tensor) -> f64 {
+        let stats = |x: &Tensor| {
+            let f = self.features(x);
+            let mean = f.mean(0).unwrap();
+            let std = f.broadcast_sub(&mean).unwrap().sqr().unwrap().mean(0).unwrap().sqrt().unwrap();
+            (mean.to_vec1::<f32>().unwrap(), std.to_vec1::<f32>().unwrap())
+        };
+        let (a, b) = (stats(a), stats(b));
+        let squares = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| ((p - q) as f64).powi(2)).sum::<f64>();
+        squares(&a.0, &b.0) + squares(&a.1, &b.1)
+    }
+}
+
+/// How a model's samples fare with a judge.
+#[derive(Debug, Clone, Copy)]
+pub struct Verdict {
+    /// Fraction of samples read as their requested class.
+    pub accuracy: f64,
+    /// Feature distance of the samples to 200 held-out real digits.
+    pub distance: f64,
+    /// The same distance between two sets of 200 held-out real digits.
+    pub real_distance: f64,
+}
+
+/// Samples `per_class` seeds of each of the 10 classes (seeds `1000·class + s`) with the EDM
+/// Heun sampler at `steps` and guidance `cfg`, and judges them.
+pub fn judge_model(judge: &Judge, model: &dyn Denoiser, steps: usize, cfg: f64, per_class: usize) -> Verdict {
+    let guided = Guided::new(model, cfg);
+    let mut generated = Vec::new();
+    let mut wanted = Vec::new();
+    for class in 0..10u32 {
+        let seeds: Vec<u64> = (0..per_class as u64).map(|s| 1000 * class as u64 + s).collect();
+        let mut noise = SeededNoise::new(&seeds);
+        let latents = noise.latents(&[1, 28, 28], &Device::Cpu).unwrap();
+        let onehot: Vec<f32> =
+            (0..per_class).flat_map(|_| (0..10).map(|j| if j == class { 1.0 } else { 0.0 })).collect();
+        let labels = Tensor::from_vec(onehot, (per_class, 10), &Device::Cpu).unwrap();
+        let out = EdmOptions::heun(steps).sample(&guided, &latents, Some(&labels), &mut noise, &mut |_| {}).unwrap();
+        generated.push(out.clamp(-1f32, 1f32).unwrap().reshape((per_class, 784)).unwrap());
+        wanted.extend(std::iter::repeat_n(class, per_class));
+    }
+    let generated = Tensor::cat(&generated, 0).unwrap();
+    let (images, _) = digits();
+    let n = images.dim(0).unwrap();
+    let (real_a, real_b) = (images.narrow(0, n - 400, 200).unwrap(), images.narrow(0, n - 200, 200).unwrap());
+    Verdict {
+        accuracy: judge.accuracy(&generated, &wanted),
+        distance: judge.feature_distance(&generated, &real_b),
+        real_distance: judge.feature_distance(&real_a, &real_b),
+    }
+}
