@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use maskdit::flops::{forward_flops, train_step_flops};
 use maskdit::mask::kept_tokens;
-use maskdit::train::{AdamW, AdamWConfig, EdmLoss, TrainableModel};
+use maskdit::train::{AdamW, AdamWConfig, EdmLoss, Precision, TrainableModel};
 use maskdit::{Mask, ModelConfig};
 use maskdit_sampler::{Denoiser, EdmOptions, Guided, SeededNoise};
 use rand::SeedableRng;
@@ -30,7 +30,7 @@ pub struct BenchArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// f32, f16 or bf16 (inference timings; training runs in f32).
+    /// f32, f16 or bf16 (training: f32, or bf16 mixed precision on f32 master weights).
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// Timed repeats after one warm-up (the median is reported).
@@ -39,7 +39,8 @@ pub struct BenchArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
-    /// Only these measurements (forward, forward_cfg, train_step, sample_step).
+    /// Only these measurements (gemm, forward, forward_cfg, train_step, sample_step); gemm is
+    /// a 2048³ matrix product, the practical FLOP ceiling of the device.
     #[arg(long)]
     only: Vec<String>,
 }
@@ -104,6 +105,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let mut rows = Vec::new();
 
+    if wanted("gemm") {
+        const SIDE: usize = 2048;
+        let a = Tensor::randn(0f32, 1.0, (SIDE, SIDE), &device)?.to_dtype(dtype)?;
+        let b = Tensor::randn(0f32, 1.0, (SIDE, SIDE), &device)?.to_dtype(dtype)?;
+        let (t, spread) = median_seconds(args.iters, &device, || Ok(a.matmul(&b).map(drop)?))?;
+        rows.push(Row { what: "gemm", mask_ratio: None, seconds: t, spread, flops: 2.0 * (SIDE as f64).powi(3) });
+    }
     if wanted("forward") {
         let (t, spread) =
             median_seconds(args.iters, &device, || Ok(inference.denoise(&x, &sigma, Some(&labels)).map(drop)?))?;
@@ -122,6 +130,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         });
     }
     if wanted("train_step") {
+        let precision = if dtype == DType::F32 { Precision::F32 } else { Precision::Bf16 };
         let mut opt = AdamW::new(trainable.trainable_params(), AdamWConfig::default())?;
         let loss = EdmLoss::new(config.mae_loss_coef);
         for ratio in [0.5, 0.0] {
@@ -130,7 +139,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 let mask = (ratio > 0.0).then(|| Mask::random(n, l, ratio, &mut rng, &device)).transpose()?;
                 let rnd = Tensor::randn(0f32, 1.0, n, &device)?;
                 let noise = Tensor::randn(0f32, 1.0, (n, 4, s, s), &device)?;
-                let per_sample = loss.per_sample(trainable.model(), &x, Some(&labels), &rnd, &noise, mask.as_ref())?;
+                let network = trainable.compute_model(precision.compute_dtype())?;
+                let per_sample = loss.per_sample(&network, &x, Some(&labels), &rnd, &noise, mask.as_ref())?;
                 opt.step(&per_sample.mean_all()?.backward()?)?;
                 Ok(())
             })?;
