@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use maskdit::train::data::{write_shard, Dataset, LmdbDataset, LmdbWriter, ShardDataset};
 use maskdit::train::{Precision, Start, TrainOptions, Trainer};
 use maskdit::{Error, ModelConfig};
+use rand::SeedableRng;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("maskdit-training-{}-{name}", std::process::id()));
@@ -158,6 +159,27 @@ fn trains_from_an_lmdb_in_the_official_layout() {
     let key = "model.final_layer.linear.weight";
     assert_ne!(bits(&before[key]), bits(&after[key]), "training did not move {key}");
     assert!(LmdbDataset::open(&dir.join("missing"), 4, 8, false, 0.18215).is_err());
+}
+
+#[test]
+fn reads_an_lmdb_written_by_python_lmdb() {
+    // Written by scripts/make-lmdb-fixture.py through python-lmdb, as the official data
+    // preparation writes its latents.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/python-lmdb");
+    let dataset = LmdbDataset::open(&dir, 4, 8, true, 0.18215).unwrap();
+    assert_eq!(dataset.len(), 6);
+    assert_eq!(dataset.dims(), [4, 8, 8]);
+    let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(0);
+    for i in 0..6 {
+        let example = dataset.get(i, &mut rng).unwrap();
+        assert_eq!(example.label, i % 3, "label of example {i}");
+        assert_eq!(example.values.len(), 4 * 8 * 8);
+        for (j, &v) in example.values.iter().enumerate() {
+            let mean = ((i + 1) as f32 * 0.01) * ((j % 17) as f32 - 8.0);
+            assert!((v - 0.18215 * mean).abs() <= 1e-6, "example {i} value {j}: {v} vs {}", 0.18215 * mean);
+        }
+    }
+    dataset.close();
 }
 
 #[test]
