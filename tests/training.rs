@@ -40,6 +40,8 @@ fn options(max_steps: u64) -> TrainOptions {
         xflip: true,
         max_steps,
         seed: 17,
+        p_mean: -1.2,
+        p_std: 1.2,
         precision: Precision::F32,
     }
 }

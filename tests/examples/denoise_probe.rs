@@ -20,6 +20,26 @@ fn main() {
     let onehot: Vec<f32> =
         labels.iter().flat_map(|&l| (0..10).map(move |j| if j == l as usize { 1.0 } else { 0.0 })).collect();
     let y = Tensor::from_vec(onehot, (64, 10), &Device::Cpu).unwrap();
+    // The same at a high noise level with the wrong class and with no class: conditioning at work.
+    let wrong: Vec<f32> =
+        labels.iter().flat_map(|&l| (0..10).map(move |j| if j == (l as usize + 5) % 10 { 1.0 } else { 0.0 })).collect();
+    let wrong = Tensor::from_vec(wrong, (64, 10), &Device::Cpu).unwrap();
+    let null = Tensor::zeros((64, 10), DType::F32, &Device::Cpu).unwrap();
+    for sigma in [3.0f32, 10.0] {
+        let noise = Tensor::randn(0f32, 1.0, x0.dims(), &Device::Cpu).unwrap();
+        let x = (&x0 + (noise * sigma as f64).unwrap()).unwrap();
+        let s = Tensor::full(sigma, 64, &Device::Cpu).unwrap();
+        let mse = |labels: &Tensor| {
+            let d = model.denoise(&x, &s, Some(labels)).unwrap();
+            (d - &x0).unwrap().sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap()
+        };
+        println!(
+            "sigma {sigma:>6}: mse with the right class {:.5}, a wrong class {:.5}, no class {:.5}",
+            mse(&y),
+            mse(&wrong),
+            mse(&null)
+        );
+    }
     for sigma in [0.02f32, 0.1, 0.3, 1.0, 3.0, 10.0] {
         let noise = Tensor::randn(0f32, 1.0, x0.dims(), &Device::Cpu).unwrap();
         let x = (&x0 + (noise * sigma as f64).unwrap()).unwrap();

@@ -46,9 +46,23 @@ pub struct TrainOptions {
     pub max_steps: u64,
     /// Seed of all training randomness.
     pub seed: u64,
+    /// Mean of ln σ in the EDM loss (EDM and the official recipes: −1.2).
+    #[serde(default = "default_p_mean")]
+    pub p_mean: f64,
+    /// Standard deviation of ln σ in the EDM loss (EDM and the official recipes: 1.2).
+    #[serde(default = "default_p_std")]
+    pub p_std: f64,
     /// Arithmetic of the forward and backward passes (weights, optimiser and EMA stay f32).
     #[serde(default)]
     pub precision: Precision,
+}
+
+fn default_p_mean() -> f64 {
+    -1.2
+}
+
+fn default_p_std() -> f64 {
+    1.2
 }
 
 /// Arithmetic of a training step's forward and backward passes.
@@ -99,6 +113,12 @@ impl TrainOptions {
         }
         if !(0.0..=1.0).contains(&self.ema_decay) || !(0.0..=1.0).contains(&self.class_dropout_prob) {
             return fail("ema_decay and class_dropout_prob must lie in [0, 1]".into());
+        }
+        if !(self.p_std.is_finite() && self.p_std > 0.0 && self.p_mean.is_finite()) {
+            return fail(format!(
+                "the noise distribution needs a finite P_mean and P_std > 0, got {} and {}",
+                self.p_mean, self.p_std
+            ));
         }
         if self.max_steps == 0 {
             return fail("max_steps must be positive".into());
@@ -218,7 +238,7 @@ impl Trainer {
         let opt_config = AdamWConfig { lr: options.lr, weight_decay: options.weight_decay, ..AdamWConfig::default() };
         let opt = AdamW::new(model.trainable_params(), opt_config)?;
         let schedule = MaskSchedule::parse(&options.mask_schedule, options.mask_ratio, options.mask_ratio_min)?;
-        let loss = EdmLoss::new(options.mae_loss_coef);
+        let loss = EdmLoss { p_mean: options.p_mean, p_std: options.p_std, ..EdmLoss::new(options.mae_loss_coef) };
         let mut trainer = Self {
             config,
             options,
