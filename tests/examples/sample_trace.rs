@@ -47,7 +47,7 @@ fn main() {
                 .iter()
                 .map(|&p| ((p.clamp(-1.0, 1.0) + 1.0) * 127.5) as u8)
                 .collect();
-            let mut file = format!("P5 280 28 255\n").into_bytes();
+            let mut file = b"P5 280 28 255\n".to_vec();
             file.extend(pixels);
             std::fs::write(format!("{dir}/sigma-{s:09.4}.pgm"), file).unwrap();
         }
