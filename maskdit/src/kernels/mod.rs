@@ -6,6 +6,7 @@
 //! fall back to compositions of candle ops for other devices and dtypes.
 
 mod bias;
+mod fast_exp;
 mod gelu;
 mod layer_norm;
 mod linear;

@@ -2,7 +2,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, D};
 
-use super::{contiguous_slice, fused_applies, output};
+use super::{contiguous_slice, fast_exp, fused_applies, output};
 
 /// Softmax over the last dimension; differentiable, and fused for f32 on the CPU.
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
@@ -25,12 +25,10 @@ impl CustomOp1 for Softmax {
         let out = output(x.len(), width, |row, out| {
             let src = &x[row * width..(row + 1) * width];
             let max = src.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0f32;
             for (y, &v) in out.iter_mut().zip(src) {
-                *y = (v - max).exp();
-                total += *y;
+                *y = fast_exp::exp(v - max);
             }
-            let scale = 1.0 / total;
+            let scale = 1.0 / out.iter().sum::<f32>();
             out.iter_mut().for_each(|y| *y *= scale);
         });
         Ok((out, layout.shape().clone()))
