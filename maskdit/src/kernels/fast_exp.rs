@@ -5,7 +5,7 @@ const LOG2_E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_145_75;
 const LN2_LO: f32 = 1.428_606_8e-6;
 /// Least-squares fit of `eʳ` on `[−ln2/2, ln2/2]` (degree 6).
-const C: [f32; 7] = [1.0, 1.000_000_04, 5.000_000_1e-1, 1.666_641_5e-1, 4.166_621_8e-2, 8.375_132e-3, 1.394_858_5e-3];
+const C: [f32; 7] = [1.0, 1.0, 0.5, 0.166_664_15, 0.041_666_217, 0.008_375_131_5, 0.001_394_858_5];
 
 /// `eˣ` as `2ⁿ · eʳ` with `n = round(x / ln 2)` and `r = x − n·ln 2` (two-part ln 2, so `r` is
 /// accurate): the exponent bits are set directly and `eʳ` is a polynomial, so loops over it
