@@ -20,7 +20,8 @@ if ! command -v nvcc >/dev/null; then
     fi
   fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nvidia-cuda-toolkit >/dev/null
+  # No recommends: they pull in the driver and build its kernel module, which a build does not need.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nvidia-cuda-toolkit >/dev/null
 fi
 nvcc --version | tail -n 1
 

@@ -10,7 +10,6 @@ fn workspace() -> std::path::PathBuf {
 }
 
 #[test]
-#[ignore = "the embedded model does not meet this bar yet (issue 7 is open); run with --ignored to measure it"]
 fn embedded_model_draws_the_requested_digits() {
     let (judge, real_accuracy) = Judge::train();
     assert!(real_accuracy > 0.95, "the judge itself reads only {real_accuracy:.3} of held-out real digits");
