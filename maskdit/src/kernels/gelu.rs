@@ -2,7 +2,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
-use super::{contiguous_slice, fused_applies, output};
+use super::{fused_applies, map_row_pairs, map_rows};
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const KAPPA: f32 = 0.044_715;
@@ -37,14 +37,11 @@ impl CustomOp1 for GeluTanh {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_slice(storage, layout, self.name())?;
-        let out = output(x.len(), CHUNK, |index, chunk| {
-            let src = &x[index * CHUNK..index * CHUNK + chunk.len()];
-            for (y, &v) in chunk.iter_mut().zip(src) {
+        map_rows(storage, layout, self.name(), CHUNK, |src, out| {
+            for (y, &v) in out.iter_mut().zip(src) {
                 *y = 0.5 * v * (1.0 + tanh(inner(v)));
             }
-        });
-        Ok((out, layout.shape().clone()))
+        })
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -67,17 +64,13 @@ impl CustomOp2 for GeluTanhGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_slice(s1, l1, self.name())?;
-        let g = contiguous_slice(s2, l2, self.name())?;
-        let out = output(x.len(), CHUNK, |index, chunk| {
-            let range = index * CHUNK..index * CHUNK + chunk.len();
-            for ((d, &v), &gv) in chunk.iter_mut().zip(&x[range.clone()]).zip(&g[range]) {
+        map_row_pairs((s1, l1), (s2, l2), self.name(), CHUNK, |x, g, out| {
+            for ((d, &v), &gv) in out.iter_mut().zip(x).zip(g) {
                 let t = tanh(inner(v));
                 let slope = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * KAPPA * v * v);
                 *d = gv * slope;
             }
-        });
-        Ok((out, l1.shape().clone()))
+        })
     }
 }
 

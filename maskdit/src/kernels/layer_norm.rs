@@ -2,7 +2,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, D};
 
-use super::{contiguous_slice, fused_applies, output};
+use super::{fused_applies, last_dim, map_row_pairs, map_rows};
 
 /// Layer norm over the last dimension, `(x − mean) / √(var + eps)`; differentiable, and fused
 /// for f32 on the CPU.
@@ -35,16 +35,12 @@ impl CustomOp1 for LayerNorm {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_slice(storage, layout, self.name())?;
-        let width = layout.shape().dims().last().copied().unwrap_or(1);
-        let out = output(x.len(), width, |row, out| {
-            let src = &x[row * width..(row + 1) * width];
+        map_rows(storage, layout, self.name(), last_dim(layout), |src, out| {
             let (mean, rstd) = statistics(src, self.eps);
             for (y, &v) in out.iter_mut().zip(src) {
                 *y = (v - mean) * rstd;
             }
-        });
-        Ok((out, layout.shape().clone()))
+        })
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -69,21 +65,15 @@ impl CustomOp2 for LayerNormGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_slice(s1, l1, self.name())?;
-        let g = contiguous_slice(s2, l2, self.name())?;
-        let width = l1.shape().dims().last().copied().unwrap_or(1);
-        let out = output(x.len(), width, |row, out| {
-            let range = row * width..(row + 1) * width;
-            let (src, grad) = (&x[range.clone()], &g[range]);
+        map_row_pairs((s1, l1), (s2, l2), self.name(), last_dim(l1), |src, grad, out| {
             let (mean, rstd) = statistics(src, self.eps);
-            let n = width as f32;
+            let n = src.len() as f32;
             let grad_mean = grad.iter().sum::<f32>() / n;
             let dot_mean = src.iter().zip(grad).map(|(&v, &gv)| (v - mean) * rstd * gv).sum::<f32>() / n;
             for ((d, &v), &gv) in out.iter_mut().zip(src).zip(grad) {
                 *d = rstd * (gv - grad_mean - (v - mean) * rstd * dot_mean);
             }
-        });
-        Ok((out, l1.shape().clone()))
+        })
     }
 }
 

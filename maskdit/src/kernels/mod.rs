@@ -68,6 +68,44 @@ pub(crate) fn fill_chunks(out: &mut [f32], chunk_len: usize, fill: impl Fn(usize
     });
 }
 
+/// Width of the last dimension of `layout`'s shape (1 for a scalar).
+fn last_dim(layout: &Layout) -> usize {
+    layout.shape().dims().last().copied().unwrap_or(1)
+}
+
+/// A new tensor of the input's shape whose every `row_len`-element row (the last one possibly
+/// shorter) is `f(input_row, output_row)`; the input must be contiguous f32.
+fn map_rows(
+    storage: &CpuStorage,
+    layout: &Layout,
+    op: &str,
+    row_len: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> candle_core::Result<(CpuStorage, candle_core::Shape)> {
+    let x = contiguous_slice(storage, layout, op)?;
+    let out = output(x.len(), row_len, |row, out| f(&x[row * row_len..row * row_len + out.len()], out));
+    Ok((out, layout.shape().clone()))
+}
+
+/// As [`map_rows`] for two contiguous f32 tensors of one shape: `f(a_row, b_row, output_row)`.
+fn map_row_pairs(
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    op: &str,
+    row_len: usize,
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> candle_core::Result<(CpuStorage, candle_core::Shape)> {
+    if l1.shape() != l2.shape() {
+        bail!("{op}: shapes {:?} and {:?} differ", l1.shape(), l2.shape());
+    }
+    let (a, b) = (contiguous_slice(s1, l1, op)?, contiguous_slice(s2, l2, op)?);
+    let out = output(a.len(), row_len, |row, out| {
+        let range = row * row_len..row * row_len + out.len();
+        f(&a[range.clone()], &b[range], out)
+    });
+    Ok((out, l1.shape().clone()))
+}
+
 /// Output buffer of `len` f32 elements, filled by [`fill_chunks`].
 fn output(len: usize, chunk_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> CpuStorage {
     let mut out = vec![0f32; len];

@@ -2,7 +2,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, D};
 
-use super::{contiguous_slice, fast_exp, fused_applies, output};
+use super::{fast_exp, fused_applies, last_dim, map_row_pairs, map_rows};
 
 /// Softmax over the last dimension; differentiable, and fused for f32 on the CPU.
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
@@ -20,18 +20,14 @@ impl CustomOp1 for Softmax {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_slice(storage, layout, self.name())?;
-        let width = layout.shape().dims().last().copied().unwrap_or(1);
-        let out = output(x.len(), width, |row, out| {
-            let src = &x[row * width..(row + 1) * width];
+        map_rows(storage, layout, self.name(), last_dim(layout), |src, out| {
             let max = src.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             for (y, &v) in out.iter_mut().zip(src) {
                 *y = fast_exp::exp(v - max);
             }
             let scale = 1.0 / out.iter().sum::<f32>();
             out.iter_mut().for_each(|y| *y *= scale);
-        });
-        Ok((out, layout.shape().clone()))
+        })
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -54,18 +50,12 @@ impl CustomOp2 for SoftmaxGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let y = contiguous_slice(s1, l1, self.name())?;
-        let g = contiguous_slice(s2, l2, self.name())?;
-        let width = l1.shape().dims().last().copied().unwrap_or(1);
-        let out = output(y.len(), width, |row, out| {
-            let range = row * width..(row + 1) * width;
-            let (probs, grad) = (&y[range.clone()], &g[range]);
+        map_row_pairs((s1, l1), (s2, l2), self.name(), last_dim(l1), |probs, grad, out| {
             let dot = probs.iter().zip(grad).map(|(&p, &gv)| p * gv).sum::<f32>();
             for ((d, &p), &gv) in out.iter_mut().zip(probs).zip(grad) {
                 *d = p * (gv - dot);
             }
-        });
-        Ok((out, l1.shape().clone()))
+        })
     }
 }
 
