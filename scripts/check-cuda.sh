@@ -7,6 +7,7 @@
 #   scripts/check-cuda.sh            # build check (cuda)
 #   FEATURES=cuda,cudnn scripts/check-cuda.sh
 #   PACKAGE=1 scripts/check-cuda.sh  # also stage dist/gpu/ for a GPU machine (see scripts/run-on-gpu.sh)
+#   PACKAGE=1 CUDA_RUNTIME_VERSION=12080 scripts/check-cuda.sh  # for a machine with CUDA 12.8
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,25 +27,54 @@ fi
 nvcc --version | tail -n 1
 
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}"
+# A target folder of its own: the CPU build in target/ stays as it is. Artifacts of the linked
+# and the packaged build live side by side here (candle's kernels are built once for both).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/cuda}"
 features="${FEATURES:-cuda}"
-cargo build --release --workspace --features "maskdit-cli/${features//,/,maskdit-cli/}"
-cargo test --release --workspace --features "maskdit-cli/${features//,/,maskdit-cli/}" --no-run
+cli_features="maskdit-cli/${features//,/,maskdit-cli/}"
+cargo build --release --workspace --features "$cli_features"
+cargo test --release --workspace --features "$cli_features" --no-run
 
 if [ "${PACKAGE:-0}" = "1" ]; then
+  # The GPU machine has a newer CUDA (13) than the 11.8 toolkit here, and NVIDIA's libraries
+  # version their symbols (libcublas.so.11 symbols do not resolve against libcublas.so.13), so
+  # the carried binaries must not link CUDA at all: cudarc's dynamic loading opens the driver,
+  # cuBLAS and cuRAND at run time, with bindings for CUDA $CUDA_RUNTIME_VERSION. candle-core
+  # turns on cudarc's `dynamic-linking`, so a copy of cudarc whose build script maps that
+  # feature to dynamic loading is patched in for this build only (Cargo.lock is restored).
+  runtime="${CUDA_RUNTIME_VERSION:-13000}"
+  cudarc_version=$(grep -A1 '^name = "cudarc"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')
+  cargo fetch --locked >/dev/null
+  cudarc_src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"cudarc-$cudarc_version" | head -n 1)
+  patched="$CARGO_TARGET_DIR/cudarc-dynamic-loading"
+  case "$patched" in /*) ;; *) patched="$PWD/$patched" ;; esac
+  rm -rf "$patched" && cp -r "$cudarc_src" "$patched" && chmod -R u+w "$patched"
+  perl -0pi -e 's/#\[cfg\(feature = "dynamic-linking"\)\]\s*dynamic_linking\(major, minor\);/println!("cargo:rustc-cfg=feature=\\"dynamic-loading\\"");/' "$patched/build.rs"
+  grep -q 'rustc-cfg=feature=\\"dynamic-loading\\"");$' "$patched/build.rs" \
+    || { echo "could not patch cudarc $cudarc_version's build script for dynamic loading" >&2; exit 1; }
+  cp Cargo.lock "$CARGO_TARGET_DIR/Cargo.lock.orig"
+  trap 'cp "$CARGO_TARGET_DIR/Cargo.lock.orig" Cargo.lock' EXIT
+  patch_config="patch.crates-io.cudarc.path=\"$patched\""
+  CUDARC_CUDA_VERSION="$runtime" cargo build --release -p maskdit-cli --features cuda --config "$patch_config"
+  CUDARC_CUDA_VERSION="$runtime" cargo test --release -p maskdit-tests --features cuda --test gpu_parity \
+    --config "$patch_config" --no-run
+  if ldd "$CARGO_TARGET_DIR/release/maskdit" | grep -Eq 'libcuda|cublas|curand|cudart|nvrtc'; then
+    echo "the packaged maskdit still links CUDA libraries; dynamic loading did not take" >&2
+    exit 1
+  fi
+
   dist=dist/gpu
-  rm -rf "$dist" && mkdir -p "$dist/tests"
-  cp target/release/maskdit "$dist/" && (strip "$dist/maskdit" 2>/dev/null || true)
-  # Test binaries of the parity suites (their names carry a hash: pick the newest of each).
-  for t in parity_model parity_sampler parity_train parity_vae; do
-    bin=$(ls -t target/release/deps/${t}-* 2>/dev/null | grep -v '\.d$' | head -n 1)
-    cp "$bin" "$dist/tests/$t"
-    strip "$dist/tests/$t" 2>/dev/null || true
-  done
+  rm -rf "$dist" && mkdir -p "$dist"
+  cp "$CARGO_TARGET_DIR/release/maskdit" "$dist/"
+  # The test binary's name carries a hash: take the newest.
+  bin=$(ls -t "$CARGO_TARGET_DIR"/release/deps/gpu_parity-* | grep -v '\.d$' | head -n 1)
+  cp "$bin" "$dist/gpu_parity"
+  strip "$dist/maskdit" "$dist/gpu_parity"
   cp -r tests/golden "$dist/golden"
   cp cli/assets/mnist.safetensors data/mnist/digits.safetensors scripts/run-on-gpu.sh "$dist/"
   # The CUDA binaries are ~65 MB each stripped (embedded PTX) and compress about 4x.
   tar -C dist -cJf dist/gpu.tar.xz gpu
-  echo "staged $dist and dist/gpu.tar.xz ($(du -h dist/gpu.tar.xz | cut -f1)): carry it to the GPU machine,"
-  echo "unpack it (tar -xJf gpu.tar.xz) and run 'bash run-on-gpu.sh' inside gpu/"
+  echo "staged $dist and dist/gpu.tar.xz ($(du -h dist/gpu.tar.xz | cut -f1), CUDA $runtime bindings):"
+  echo "carry it to the GPU machine, unpack it (tar -xJf gpu.tar.xz) and run 'bash run-on-gpu.sh' in gpu/"
 fi
 echo "CUDA build check passed (features: $features, compute capability $CUDA_COMPUTE_CAP)"

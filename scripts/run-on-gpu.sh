@@ -1,54 +1,52 @@
 #!/usr/bin/env bash
 # Runs the CUDA checks on a GPU machine that has no Rust toolchain, from the folder staged by
-# `PACKAGE=1 scripts/check-cuda.sh` (dist/gpu: the maskdit binary, the parity test binaries,
-# the golden cases). Carry that folder to the GPU machine and run, inside it:
+# `PACKAGE=1 scripts/check-cuda.sh` (dist/gpu: the maskdit binary, the parity suites in one test
+# binary, the golden cases). Carry that folder to the GPU machine and run, inside it:
 #
 #   bash run-on-gpu.sh            # writes everything it measures to ./results (or $OUT)
 #
-# The binaries were linked against CUDA 11.8 (Debian's toolkit). A machine with a newer CUDA
-# (e.g. 13, also shipped inside PyTorch's nvidia-* wheels) lacks the CUDA 11 sonames, so this
-# script first points every missing CUDA library the binaries ask for at the newest version of
-# that library it finds on the machine (symlinks in ./cuda-compat, put on LD_LIBRARY_PATH).
+# The binaries link no CUDA library: they open the driver (libcuda.so.1), cuBLAS, cuBLASLt and
+# cuRAND at run time (cudarc's dynamic loading, bindings for the CUDA major version they were
+# packaged for, 13 by default), so this script only puts the folders that hold those libraries
+# on LD_LIBRARY_PATH: the system's CUDA, or the copies inside PyTorch's nvidia-* wheels. A
+# smoke test (one MNIST image on the GPU) runs first and stops everything if CUDA cannot start.
 # The driver runs the sm_80 PTX of candle's kernels on newer GPUs through its JIT.
 set -uo pipefail
 cd "$(dirname "$0")"
 out="${OUT:-results}"
-mkdir -p "$out" cuda-compat
+mkdir -p "$out"
 nvidia-smi | tee "$out/nvidia-smi.txt"
 
-# 1. Resolve the CUDA libraries.
+# 1. Find the CUDA libraries and check that CUDA starts.
 search_dirs=(/usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu /usr/lib64)
 while IFS= read -r dir; do search_dirs+=("$dir"); done < <(python3 - <<'PY' 2>/dev/null
-import glob, site, sys
+import glob, site
 for base in site.getsitepackages() + [site.getusersitepackages()]:
-    for d in glob.glob(base + "/nvidia/*/lib"):
+    for d in sorted(glob.glob(base + "/nvidia/*/lib")):
         print(d)
 PY
 )
-missing=$(LD_LIBRARY_PATH="$PWD/cuda-compat" ldd maskdit tests/* 2>/dev/null | awk '/not found/ {print $1}' | sort -u)
-for soname in $missing; do
-  stem="${soname%%.so*}"
-  found=""
+library_path=""
+for lib in libcuda.so libcublas.so libcublasLt.so libcudart.so libcurand.so; do
   for dir in "${search_dirs[@]}"; do
-    candidate=$(ls -1 "$dir/$stem".so.* 2>/dev/null | sort -V | tail -n 1)
-    [ -n "$candidate" ] && found="$candidate"
+    found=$(ls -1 "$dir/$lib".* 2>/dev/null | sort -V | tail -n 1)
+    if [ -n "$found" ]; then
+      echo "$lib: $found" | tee -a "$out/libraries.txt"
+      case ":$library_path:" in *":$dir:"*) ;; *) library_path="$library_path:$dir" ;; esac
+      break
+    fi
   done
-  if [ -n "$found" ]; then
-    ln -sf "$found" "cuda-compat/$soname"
-    echo "using $found for $soname" | tee -a "$out/libraries.txt"
-  else
-    echo "NOT FOUND: $soname" | tee -a "$out/libraries.txt"
-  fi
 done
-export LD_LIBRARY_PATH="$PWD/cuda-compat:${LD_LIBRARY_PATH:-}"
-ldd maskdit | grep -E "cuda|cublas|curand|nvrtc" | tee -a "$out/libraries.txt"
+export LD_LIBRARY_PATH="${library_path#:}:${LD_LIBRARY_PATH:-}"
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee -a "$out/libraries.txt"
+if ! ./maskdit generate --class 3 --seeds 0 --device cuda --out "$out/smoke" 2>&1 | tee "$out/smoke.txt"; then
+  echo "CUDA did not start: see $out/smoke.txt and $out/libraries.txt" >&2
+  exit 1
+fi
 
 # 2. The parity suite on the GPU (f32 budget there: 1e-4).
 export MASKDIT_GOLDEN="$PWD/golden" MASKDIT_DEVICE=cuda
-for t in tests/*; do
-  echo "== $t" | tee -a "$out/parity.txt"
-  "$t" --test-threads 1 --nocapture 2>&1 | tee -a "$out/parity.txt"
-done
+./gpu_parity --test-threads 1 2>&1 | tee "$out/parity.txt"
 
 # 3. Benchmarks: DiT-XL/2 f32 and bf16 (and DiT-B/2 for comparison with the CPU figures).
 for dtype in f32 bf16; do

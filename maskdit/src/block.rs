@@ -4,7 +4,7 @@ use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
 
 use crate::embed::xavier_uniform;
-use crate::ops::{gated_residual, gelu, layer_norm, modulate, softmax_last_dim, Kernels, Linear};
+use crate::ops::{attention, gated_residual, gelu, layer_norm, modulate, Kernels, Linear};
 use crate::Result;
 
 /// Multi-head self-attention with a fused qkv projection.
@@ -25,15 +25,7 @@ impl Attention {
 
     /// `(N, L, width)` → `(N, L, width)`.
     pub fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-        let (n, l, width) = x.dims3()?;
-        let head_dim = width / self.heads;
-        let qkv = self.qkv.apply(x, kernels)?.reshape((n, l, 3, self.heads, head_dim))?.permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)? * (head_dim as f64).powf(-0.5))?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let scores = q.matmul(&k.t()?)?;
-        let weights = softmax_last_dim(&scores, kernels)?;
-        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((n, l, width))?;
+        let out = attention(&self.qkv.apply(x, kernels)?, self.heads, kernels)?;
         self.proj.apply(&out, kernels)
     }
 }

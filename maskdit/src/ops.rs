@@ -29,12 +29,29 @@ pub fn layer_norm(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
     Ok(crate::kernels::layer_norm(x, EPS)?)
 }
 
-/// Softmax over the last dimension.
-pub fn softmax_last_dim(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-    if kernels == Kernels::Fused && !(x.device().is_cpu() && x.dtype() == DType::F32) {
-        return Ok(candle_nn::ops::softmax_last_dim(x)?);
+/// Softmax over the last dimension: candle's fused kernel for inference, its differentiable
+/// composition for training.
+fn softmax_last_dim(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    match kernels {
+        Kernels::Fused => Ok(candle_nn::ops::softmax_last_dim(x)?),
+        Kernels::Differentiable => Ok(candle_nn::ops::softmax(x, D::Minus1)?),
     }
-    Ok(crate::kernels::softmax_last_dim(x)?)
+}
+
+/// Multi-head self-attention on the packed `(N, L, 3·width)` qkv projection (`[q | k | v]`,
+/// heads side by side in each) → `(N, L, width)`, `softmax(q·kᵀ/√d)·v` per head.
+pub fn attention(qkv: &Tensor, heads: usize, kernels: Kernels) -> Result<Tensor> {
+    if crate::kernels::attention_applies(qkv) {
+        return Ok(crate::kernels::attention(qkv, heads)?);
+    }
+    let (n, l, packed) = qkv.dims3()?;
+    let (width, head_dim) = (packed / 3, packed / 3 / heads);
+    let qkv = qkv.reshape((n, l, 3, heads, head_dim))?.permute((2, 0, 3, 1, 4))?;
+    let q = (qkv.get(0)? * (head_dim as f64).powf(-0.5))?.contiguous()?;
+    let k = qkv.get(1)?.contiguous()?;
+    let v = qkv.get(2)?.contiguous()?;
+    let weights = softmax_last_dim(&q.matmul(&k.t()?)?, kernels)?;
+    Ok(weights.matmul(&v)?.transpose(1, 2)?.reshape((n, l, width))?)
 }
 
 /// Tanh-approximated GELU (fused and differentiable for f32 on the CPU).

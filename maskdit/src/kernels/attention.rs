@@ -1,0 +1,267 @@
+//! Multi-head self-attention, `softmax(q·kᵀ/√d)·v`, read straight from the packed qkv
+//! projection: one task per (sample, head), each running single-threaded GEMMs on strided views,
+//! so no q/k/v copies, no transposes and no stored score matrices. The backward pass recomputes
+//! the attention weights of a head instead of keeping them from the forward pass.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use gemm::Parallelism;
+
+use super::{contiguous_slice, fast_exp};
+
+/// `(N, L, 3·width)` packed `[q | k | v]` (heads side by side in each) → `(N, L, width)`, the
+/// heads' outputs side by side; differentiable. f32 on the CPU only: see [`applies`].
+pub fn attention(qkv: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    qkv.contiguous()?.apply_op1(Attention { heads })
+}
+
+/// Whether [`attention`] handles `qkv` (f32 on the CPU).
+pub fn applies(qkv: &Tensor) -> bool {
+    super::fused_applies(qkv)
+}
+
+struct Attention {
+    heads: usize,
+}
+
+/// The geometry of one attention call.
+#[derive(Clone, Copy)]
+struct Dims {
+    batch: usize,
+    tokens: usize,
+    width: usize,
+    head_dim: usize,
+    heads: usize,
+}
+
+impl Dims {
+    fn of(layout: &Layout, heads: usize, op: &str) -> candle_core::Result<Self> {
+        let (batch, tokens, packed) = layout.shape().dims3()?;
+        if heads == 0 || packed % (3 * heads) != 0 {
+            bail!("{op}: {packed} packed qkv features do not split into 3 × {heads} heads");
+        }
+        let width = packed / 3;
+        Ok(Self { batch, tokens, width, head_dim: width / heads, heads })
+    }
+
+    /// Element offset of head `head`'s first query feature of sample `sample` in qkv.
+    fn qkv_offset(&self, sample: usize, head: usize) -> usize {
+        sample * self.tokens * 3 * self.width + head * self.head_dim
+    }
+
+    /// Element offset of head `head`'s first output feature of sample `sample`.
+    fn out_offset(&self, sample: usize, head: usize) -> usize {
+        sample * self.tokens * self.width + head * self.head_dim
+    }
+
+    fn scale(&self) -> f32 {
+        (self.head_dim as f32).powf(-0.5)
+    }
+}
+
+/// `dst (m×n) = beta · lhs (m×k) · rhs (k×n)`, single-threaded; strides in elements as
+/// `(row stride, column stride)`.
+///
+/// # Safety
+/// Every pointer must address a matrix of its shape and strides that stays valid for the call;
+/// `dst` must not overlap the operands or memory another thread writes.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_strides: (usize, usize),
+    lhs: *const f32,
+    lhs_strides: (usize, usize),
+    rhs: *const f32,
+    rhs_strides: (usize, usize),
+    beta: f32,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        dst_strides.1 as isize,
+        dst_strides.0 as isize,
+        false,
+        lhs,
+        lhs_strides.1 as isize,
+        lhs_strides.0 as isize,
+        rhs,
+        rhs_strides.1 as isize,
+        rhs_strides.0 as isize,
+        0.0,
+        beta,
+        false,
+        false,
+        false,
+        Parallelism::None,
+    )
+}
+
+/// The attention weights of one head, row-major `(L, L)`, into `weights`.
+///
+/// # Safety
+/// `qkv` must point at the first query feature of the head (see [`Dims::qkv_offset`]) in a
+/// contiguous qkv tensor of geometry `dims`.
+unsafe fn head_weights(dims: Dims, qkv: *const f32, weights: &mut [f32]) {
+    let (l, d, row) = (dims.tokens, dims.head_dim, 3 * dims.width);
+    let keys = qkv.add(dims.width);
+    // scores = q · kᵀ · scale: kᵀ is k read with its strides swapped.
+    product((l, l, d), weights.as_mut_ptr(), (l, 1), qkv, (row, 1), keys, (1, row), dims.scale());
+    for scores in weights.chunks_mut(l) {
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        scores.iter_mut().for_each(|s| *s = fast_exp::exp(*s - max));
+        let norm = 1.0 / scores.iter().sum::<f32>();
+        scores.iter_mut().for_each(|s| *s *= norm);
+    }
+}
+
+/// Runs `task(sample, head, scratch)` for every (sample, head) on candle's CPU worker pool,
+/// with an `L × L` scratch matrix per worker range.
+fn for_each_head(dims: Dims, scratch_matrices: usize, task: impl Fn(usize, usize, &mut [f32]) + Sync) {
+    let tasks = dims.batch * dims.heads;
+    let run = |range: std::ops::Range<usize>| {
+        let mut scratch = vec![0f32; scratch_matrices * dims.tokens * dims.tokens];
+        for index in range {
+            task(index / dims.heads, index % dims.heads, &mut scratch);
+        }
+    };
+    if tasks <= 1 {
+        run(0..tasks);
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(tasks, run);
+    }
+}
+
+/// A raw pointer that worker threads may share; each writes a disjoint part of its memory.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: the kernels below only write disjoint (sample, head) column blocks through it.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl CustomOp1 for Attention {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dims = Dims::of(layout, self.heads, self.name())?;
+        let qkv = contiguous_slice(storage, layout, self.name())?;
+        let mut out = vec![0f32; dims.batch * dims.tokens * dims.width];
+        let out_ptr = SharedMut(out.as_mut_ptr());
+        let (l, d, row) = (dims.tokens, dims.head_dim, 3 * dims.width);
+        for_each_head(dims, 1, |sample, head, weights| {
+            let out_ptr = out_ptr;
+            // SAFETY: offsets stay inside the (N, L, 3W) input and (N, L, W) output; each task
+            // writes only its own head's columns of its own sample.
+            unsafe {
+                let q = qkv.as_ptr().add(dims.qkv_offset(sample, head));
+                head_weights(dims, q, weights);
+                let values = q.add(2 * dims.width);
+                let dst = out_ptr.0.add(dims.out_offset(sample, head));
+                product((l, d, l), dst, (dims.width, 1), weights.as_ptr(), (l, 1), values, (row, 1), 1.0);
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((dims.batch, dims.tokens, dims.width))))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad_qkv = qkv.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &AttentionGrad { heads: self.heads })?;
+        Ok(Some(grad_qkv))
+    }
+}
+
+/// `(qkv, ∂out)` → `∂qkv` of [`Attention`].
+struct AttentionGrad {
+    heads: usize,
+}
+
+impl CustomOp2 for AttentionGrad {
+    fn name(&self) -> &'static str {
+        "attention-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dims = Dims::of(l1, self.heads, self.name())?;
+        if l2.shape().dims() != [dims.batch, dims.tokens, dims.width] {
+            bail!("{}: gradient {:?} against qkv {:?}", self.name(), l2.shape(), l1.shape());
+        }
+        let qkv = contiguous_slice(s1, l1, self.name())?;
+        let grad_out = contiguous_slice(s2, l2, self.name())?;
+        let mut grad_qkv = vec![0f32; qkv.len()];
+        let grad_ptr = SharedMut(grad_qkv.as_mut_ptr());
+        let (l, d, w, row) = (dims.tokens, dims.head_dim, dims.width, 3 * dims.width);
+        for_each_head(dims, 2, |sample, head, scratch| {
+            let grad_ptr = grad_ptr;
+            let (weights, grad_scores) = scratch.split_at_mut(l * l);
+            // SAFETY: as in the forward pass; each task writes only its own head's q, k and v
+            // columns of its own sample in ∂qkv.
+            unsafe {
+                let q = qkv.as_ptr().add(dims.qkv_offset(sample, head));
+                let (k, v) = (q.add(w), q.add(2 * w));
+                let grad_o = grad_out.as_ptr().add(dims.out_offset(sample, head));
+                let grad_q = grad_ptr.0.add(dims.qkv_offset(sample, head));
+                let (grad_k, grad_v) = (grad_q.add(w), grad_q.add(2 * w));
+                head_weights(dims, q, weights);
+                // ∂v = Pᵀ · ∂o
+                product((l, d, l), grad_v, (row, 1), weights.as_ptr(), (1, l), grad_o, (w, 1), 1.0);
+                // ∂P = ∂o · vᵀ, then ∂S = P ⊙ (∂P − rowsum(∂P ⊙ P)) in place.
+                product((l, l, d), grad_scores.as_mut_ptr(), (l, 1), grad_o, (w, 1), v, (1, row), 1.0);
+                for (g, p) in grad_scores.chunks_mut(l).zip(weights.chunks(l)) {
+                    let dot = g.iter().zip(p).map(|(&a, &b)| a * b).sum::<f32>();
+                    g.iter_mut().zip(p).for_each(|(a, &b)| *a = b * (*a - dot));
+                }
+                // ∂q = scale · ∂S · k,  ∂k = scale · ∂Sᵀ · q
+                let scale = dims.scale();
+                product((l, d, l), grad_q, (row, 1), grad_scores.as_ptr(), (l, 1), k, (row, 1), scale);
+                product((l, d, l), grad_k, (row, 1), grad_scores.as_ptr(), (1, l), q, (row, 1), scale);
+            }
+        });
+        Ok((CpuStorage::F32(grad_qkv), l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    /// The composition the fused op replaces.
+    fn reference(qkv: &Tensor, heads: usize) -> Tensor {
+        let (n, l, packed) = qkv.dims3().unwrap();
+        let (width, head_dim) = (packed / 3, packed / 3 / heads);
+        let qkv = qkv.reshape((n, l, 3, heads, head_dim)).unwrap().permute((2, 0, 3, 1, 4)).unwrap();
+        let q = qkv.get(0).unwrap().contiguous().unwrap();
+        let k = qkv.get(1).unwrap().contiguous().unwrap();
+        let v = qkv.get(2).unwrap().contiguous().unwrap();
+        let scores = (q.matmul(&k.t().unwrap()).unwrap() * (head_dim as f64).powf(-0.5)).unwrap();
+        let weights = candle_nn::ops::softmax(&scores, candle_core::D::Minus1).unwrap();
+        weights.matmul(&v).unwrap().transpose(1, 2).unwrap().reshape((n, l, width)).unwrap()
+    }
+
+    #[test]
+    fn matches_the_composition_in_values_and_gradients() {
+        let device = Device::Cpu;
+        for (n, l, heads, head_dim) in [(3, 37, 4, 16), (1, 5, 1, 8), (2, 64, 6, 12)] {
+            let qkv =
+                Var::from_tensor(&Tensor::randn(0f32, 1.5, (n, l, 3 * heads * head_dim), &device).unwrap()).unwrap();
+            let probe = Tensor::randn(0f32, 1.0, (n, l, heads * head_dim), &device).unwrap();
+            let run = |y: Tensor| {
+                let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+                [y, grads.get(&qkv).unwrap().clone()]
+            };
+            let fused = run(super::attention(&qkv, heads).unwrap());
+            let composed = run(reference(&qkv, heads));
+            let value_error = super::super::tests::relative_error(&fused[0], &composed[0]);
+            let grad_error = super::super::tests::relative_error(&fused[1], &composed[1]);
+            assert!(value_error < 1e-6, "{n}×{l}, {heads} heads: values {value_error}");
+            assert!(grad_error < 1e-5, "{n}×{l}, {heads} heads: gradient {grad_error}");
+        }
+    }
+}
