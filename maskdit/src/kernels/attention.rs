@@ -140,6 +140,13 @@ struct SharedMut(*mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
+impl SharedMut {
+    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 impl CustomOp1 for Attention {
     fn name(&self) -> &'static str {
         "attention"
@@ -152,14 +159,13 @@ impl CustomOp1 for Attention {
         let out_ptr = SharedMut(out.as_mut_ptr());
         let (l, d, row) = (dims.tokens, dims.head_dim, 3 * dims.width);
         for_each_head(dims, 1, |sample, head, weights| {
-            let out_ptr = out_ptr;
             // SAFETY: offsets stay inside the (N, L, 3W) input and (N, L, W) output; each task
             // writes only its own head's columns of its own sample.
             unsafe {
                 let q = qkv.as_ptr().add(dims.qkv_offset(sample, head));
                 head_weights(dims, q, weights);
                 let values = q.add(2 * dims.width);
-                let dst = out_ptr.0.add(dims.out_offset(sample, head));
+                let dst = out_ptr.get().add(dims.out_offset(sample, head));
                 product((l, d, l), dst, (dims.width, 1), weights.as_ptr(), (l, 1), values, (row, 1), 1.0);
             }
         });
@@ -199,7 +205,6 @@ impl CustomOp2 for AttentionGrad {
         let grad_ptr = SharedMut(grad_qkv.as_mut_ptr());
         let (l, d, w, row) = (dims.tokens, dims.head_dim, dims.width, 3 * dims.width);
         for_each_head(dims, 2, |sample, head, scratch| {
-            let grad_ptr = grad_ptr;
             let (weights, grad_scores) = scratch.split_at_mut(l * l);
             // SAFETY: as in the forward pass; each task writes only its own head's q, k and v
             // columns of its own sample in ∂qkv.
@@ -207,7 +212,7 @@ impl CustomOp2 for AttentionGrad {
                 let q = qkv.as_ptr().add(dims.qkv_offset(sample, head));
                 let (k, v) = (q.add(w), q.add(2 * w));
                 let grad_o = grad_out.as_ptr().add(dims.out_offset(sample, head));
-                let grad_q = grad_ptr.0.add(dims.qkv_offset(sample, head));
+                let grad_q = grad_ptr.get().add(dims.qkv_offset(sample, head));
                 let (grad_k, grad_v) = (grad_q.add(w), grad_q.add(2 * w));
                 head_weights(dims, q, weights);
                 // ∂v = Pᵀ · ∂o
