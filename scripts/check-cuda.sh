@@ -58,13 +58,18 @@ if [ "${PACKAGE:-0}" = "1" ]; then
   CUDARC_CUDA_VERSION="$runtime" cargo build --release -p maskdit-cli --features cuda --config "$patch_config"
   CUDARC_CUDA_VERSION="$runtime" cargo test --release -p maskdit-tests --features cuda --test gpu_parity \
     --config "$patch_config" --no-run
-  if ldd "$CARGO_TARGET_DIR/release/maskdit" | grep -Eq 'libcuda|cublas|curand|cudart|nvrtc'; then
+  # candle-kernels links its MoE kernels against the CUDA runtime (libcudart.so.11.0 here), so
+  # that one library travels with the binaries (NVIDIA's newer drivers run older runtimes);
+  # every other CUDA library must be opened at run time.
+  if ldd "$CARGO_TARGET_DIR/release/maskdit" | grep -v libcudart | grep -Eq 'libcuda|cublas|curand|nvrtc'; then
     echo "the packaged maskdit still links CUDA libraries; dynamic loading did not take" >&2
     exit 1
   fi
+  cudart=$(ldd "$CARGO_TARGET_DIR/release/maskdit" | awk '/libcudart/ {print $3}')
 
   dist=dist/gpu
-  rm -rf "$dist" && mkdir -p "$dist"
+  rm -rf "$dist" && mkdir -p "$dist/lib"
+  [ -n "$cudart" ] && cp -L "$cudart" "$dist/lib/"
   cp "$CARGO_TARGET_DIR/release/maskdit" "$dist/"
   # The test binary's name carries a hash: take the newest.
   bin=$(ls -t "$CARGO_TARGET_DIR"/release/deps/gpu_parity-* | grep -v '\.d$' | head -n 1)

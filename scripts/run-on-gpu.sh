@@ -5,8 +5,8 @@
 #
 #   bash run-on-gpu.sh            # writes everything it measures to ./results (or $OUT)
 #
-# The binaries link no CUDA library: they open the driver (libcuda.so.1), cuBLAS, cuBLASLt and
-# cuRAND at run time (cudarc's dynamic loading, bindings for the CUDA major version they were
+# The binaries link no CUDA library but the CUDA runtime packaged in lib/: they open the driver
+# (libcuda.so.1), cuBLAS, cuBLASLt and cuRAND at run time (cudarc's dynamic loading, bindings for the CUDA major version they were
 # packaged for, 13 by default), so this script only puts the folders that hold those libraries
 # on LD_LIBRARY_PATH: the system's CUDA, or the copies inside PyTorch's nvidia-* wheels. A
 # smoke test (one MNIST image on the GPU) runs first and stops everything if CUDA cannot start.
@@ -37,7 +37,8 @@ for lib in libcuda.so libcublas.so libcublasLt.so libcudart.so libcurand.so; do
     fi
   done
 done
-export LD_LIBRARY_PATH="${library_path#:}:${LD_LIBRARY_PATH:-}"
+# lib/ holds the CUDA runtime the binaries link (for candle's MoE kernels), packaged with them.
+export LD_LIBRARY_PATH="${library_path#:}:${LD_LIBRARY_PATH:-}:$PWD/lib"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee -a "$out/libraries.txt"
 if ! ./maskdit generate --class 3 --seeds 0 --device cuda --out "$out/smoke" 2>&1 | tee "$out/smoke.txt"; then
   echo "CUDA did not start: see $out/smoke.txt and $out/libraries.txt" >&2
