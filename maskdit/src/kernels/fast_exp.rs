@@ -4,6 +4,9 @@ const LOG2_E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split into a part with few significant bits (so `n · LN2_HI` is exact) and the rest.
 const LN2_HI: f32 = 0.693_145_75;
 const LN2_LO: f32 = 1.428_606_8e-6;
+/// 1.5 · 2²³: adding and subtracting it rounds an f32 of magnitude below 2²² to the nearest
+/// integer with two plain additions (no `floorf` call, which would stop vectorisation).
+const ROUNDING_SHIFT: f32 = 12_582_912.0;
 /// Least-squares fit of `eʳ` on `[−ln2/2, ln2/2]` (degree 6).
 const C: [f32; 7] = [1.0, 1.0, 0.5, 0.166_664_15, 0.041_666_217, 0.008_375_131_5, 0.001_394_858_5];
 
@@ -14,7 +17,7 @@ const C: [f32; 7] = [1.0, 1.0, 0.5, 0.166_664_15, 0.041_666_217, 0.008_375_131_5
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + 0.5).floor();
+    let n = (x * LOG2_E + ROUNDING_SHIFT) - ROUNDING_SHIFT;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = C[0] + r * (C[1] + r * (C[2] + r * (C[3] + r * (C[4] + r * (C[5] + r * C[6])))));
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
