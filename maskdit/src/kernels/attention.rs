@@ -103,6 +103,7 @@ unsafe fn product(
 /// # Safety
 /// `qkv` must point at the first query feature of the head (see [`Dims::qkv_offset`]) in a
 /// contiguous qkv tensor of geometry `dims`.
+#[inline(always)]
 unsafe fn head_weights(dims: Dims, qkv: *const f32, weights: &mut [f32]) {
     let (l, d, row) = (dims.tokens, dims.head_dim, 3 * dims.width);
     let keys = qkv.add(dims.width);
@@ -122,9 +123,11 @@ fn for_each_head(dims: Dims, scratch_matrices: usize, task: impl Fn(usize, usize
     let tasks = dims.batch * dims.heads;
     let run = |range: std::ops::Range<usize>| {
         let mut scratch = vec![0f32; scratch_matrices * dims.tokens * dims.tokens];
-        for index in range {
-            task(index / dims.heads, index % dims.heads, &mut scratch);
-        }
+        super::wide::wide(|| {
+            for index in range {
+                task(index / dims.heads, index % dims.heads, &mut scratch);
+            }
+        });
     };
     if tasks <= 1 {
         run(0..tasks);

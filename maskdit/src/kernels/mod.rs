@@ -13,6 +13,7 @@ mod layer_norm;
 mod linear;
 mod modulation;
 mod reduce;
+mod wide;
 
 pub use attention::{applies as attention_applies, attention};
 pub use bias::add_bias;
@@ -22,6 +23,8 @@ pub use linear::matmul_transposed;
 pub use modulation::{gated_residual, modulate};
 
 use candle_core::{bail, CpuStorage, Layout, Tensor};
+
+use wide::wide;
 
 /// Below this many elements a kernel runs on the calling thread only.
 const PARALLEL_MIN_ELEMENTS: usize = 32 * 1024;
@@ -48,9 +51,11 @@ pub(crate) fn contiguous_slice<'a>(
 /// `fill(chunk_index, chunk)`, on candle's CPU worker pool when `out` is large.
 pub(crate) fn fill_chunks(out: &mut [f32], chunk_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
     if out.len() < PARALLEL_MIN_ELEMENTS || chunk_len == 0 {
-        for (index, chunk) in out.chunks_mut(chunk_len.max(1)).enumerate() {
-            fill(index, chunk);
-        }
+        wide(|| {
+            for (index, chunk) in out.chunks_mut(chunk_len.max(1)).enumerate() {
+                fill(index, chunk);
+            }
+        });
         return;
     }
     let total = out.len();
@@ -62,9 +67,11 @@ pub(crate) fn fill_chunks(out: &mut [f32], chunk_len: usize, fill: impl Fn(usize
         // SAFETY: `execute_chunked` hands out disjoint ranges of chunk indices, so the element
         // ranges `start..end` are disjoint, in bounds of `out`, and `out` outlives the call.
         let part = unsafe { std::slice::from_raw_parts_mut((base as *mut f32).add(start), end - start) };
-        for (offset, chunk) in part.chunks_mut(chunk_len).enumerate() {
-            fill(range.start + offset, chunk);
-        }
+        wide(|| {
+            for (offset, chunk) in part.chunks_mut(chunk_len).enumerate() {
+                fill(range.start + offset, chunk);
+            }
+        });
     });
 }
 
