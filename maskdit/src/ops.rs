@@ -131,10 +131,7 @@ impl Module for Linear {
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let flat = x.reshape((rows, in_dim))?;
-        let mut out = crate::kernels::matmul_transposed(&flat, &self.weight)?;
-        if let Some(bias) = &self.bias {
-            out = crate::kernels::add_bias(&out, bias)?;
-        }
+        let out = crate::kernels::linear(&flat, &self.weight, self.bias.as_ref())?;
         let mut out_dims = dims;
         *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
         out.reshape(out_dims)

@@ -1,18 +1,42 @@
-//! The matrix product of a linear layer, `x · Wᵀ`, with a backward pass that produces the
-//! weight gradient directly in the weight's `(out, in)` layout (candle's generic path goes
-//! through a transposed view whose gradient is zero-filled and added back strided).
+//! The linear layer's `x · Wᵀ + b` as one GEMM (the bias is the GEMM's initial destination),
+//! with a backward pass that produces the weight gradient directly in the weight's `(out, in)`
+//! layout (candle's generic path goes through a transposed view whose gradient is zero-filled
+//! and added back strided) and the bias gradient as a column sum.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use gemm::Parallelism;
 
-use super::fused_applies;
+use super::reduce::sum_leading;
+use super::{contiguous_slice, fused_applies};
 
-/// `x · weightᵀ` for `x` `(rows, in)` and `weight` `(out, in)`; differentiable.
-pub fn matmul_transposed(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
-    if fused_applies(x) && fused_applies(weight) {
-        return x.contiguous()?.apply_op2(&weight.contiguous()?, MatmulTransposed);
+/// `x · weightᵀ (+ bias)` for `x` `(rows, in)`, `weight` `(out, in)` and `bias` `(out)`;
+/// differentiable.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let fused = fused_applies(x) && fused_applies(weight);
+    match bias {
+        Some(bias) if fused && fused_applies(bias) => {
+            x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LinearWithBias)
+        }
+        Some(bias) => x.matmul(&weight.t()?)?.broadcast_add(bias),
+        None if fused => x.contiguous()?.apply_op2(&weight.contiguous()?, MatmulTransposed),
+        None => x.matmul(&weight.t()?),
     }
-    x.matmul(&weight.t()?)
+}
+
+/// `(rows, out)` of `x · weightᵀ` for `x` `(rows, in)` and `weight` `(out, in)`.
+fn product_dims(name: &str, x: &Layout, weight: &Layout) -> candle_core::Result<(usize, usize, usize)> {
+    let (rows, inner) = x.shape().dims2()?;
+    let (out, weight_inner) = weight.shape().dims2()?;
+    if inner != weight_inner {
+        bail!("{name}: input {:?} against weight {:?}", x.shape(), weight.shape());
+    }
+    Ok((rows, out, inner))
+}
+
+/// The gradients of `x · weightᵀ` with respect to `x` and `weight`.
+fn product_grads(x: &Tensor, weight: &Tensor, grad: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    Ok((grad.matmul(weight)?, grad.t()?.matmul(x)?))
 }
 
 struct MatmulTransposed;
@@ -29,11 +53,7 @@ impl CustomOp2 for MatmulTransposed {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (rows, inner) = l1.shape().dims2()?;
-        let (out, weight_inner) = l2.shape().dims2()?;
-        if inner != weight_inner {
-            candle_core::bail!("{}: input {:?} against weight {:?}", self.name(), l1.shape(), l2.shape());
-        }
+        let (rows, out, inner) = product_dims(self.name(), l1, l2)?;
         let product = s1.matmul(s2, (1, rows, out, inner), l1, &l2.transpose(0, 1)?)?;
         Ok((product, Shape::from((rows, out))))
     }
@@ -45,15 +65,102 @@ impl CustomOp2 for MatmulTransposed {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad_x = grad.matmul(weight)?;
-        let grad_weight = grad.t()?.matmul(x)?;
+        let (grad_x, grad_weight) = product_grads(x, weight, grad)?;
         Ok((Some(grad_x), Some(grad_weight)))
+    }
+}
+
+struct LinearWithBias;
+
+impl CustomOp3 for LinearWithBias {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (rows, out, inner) = product_dims(self.name(), l1, l2)?;
+        let x = contiguous_slice(s1, l1, self.name())?;
+        let weight = contiguous_slice(s2, l2, self.name())?;
+        let bias = contiguous_slice(s3, l3, self.name())?;
+        if bias.len() != out {
+            bail!("{}: bias {:?} for weight {:?}", self.name(), l3.shape(), l2.shape());
+        }
+        let mut dst = Vec::with_capacity(rows * out);
+        for _ in 0..rows {
+            dst.extend_from_slice(bias);
+        }
+        let threads = candle_core::utils::get_num_threads();
+        let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+        // SAFETY: dst is (rows, out) row-major, x (rows, inner) row-major, and weightᵀ is the
+        // (inner, out) view of the row-major (out, inner) weight; all live across the call.
+        unsafe {
+            gemm::gemm(
+                rows,
+                out,
+                inner,
+                dst.as_mut_ptr(),
+                1,
+                out as isize,
+                true,
+                x.as_ptr(),
+                1,
+                inner as isize,
+                weight.as_ptr(),
+                inner as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+        Ok((CpuStorage::F32(dst), Shape::from((rows, out))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (grad_x, grad_weight) = product_grads(x, weight, grad)?;
+        Ok((Some(grad_x), Some(grad_weight), Some(sum_leading(grad)?)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use candle_core::{Device, Tensor, Var};
+
+    #[test]
+    fn with_bias_matches_candle_matmul_and_broadcast_add() {
+        let device = Device::Cpu;
+        let x = Var::randn(0f32, 1.0, (70, 48), &device).unwrap();
+        let w = Var::randn(0f32, 1.0, (96, 48), &device).unwrap();
+        let b = Var::randn(0f32, 1.0, 96, &device).unwrap();
+        let probe = Tensor::randn(0f32, 1.0, (70, 96), &device).unwrap();
+        let run = |y: Tensor| {
+            let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            [y, grads.get(&x).unwrap().clone(), grads.get(&w).unwrap().clone(), grads.get(&b).unwrap().clone()]
+        };
+        let fused = run(super::linear(&x, &w, Some(&b)).unwrap());
+        let reference = run(x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap());
+        for (a, b) in fused.iter().zip(&reference) {
+            assert!(super::super::tests::relative_error(a, b) < 1e-6);
+        }
+    }
 
     #[test]
     fn matches_candle_matmul() {
@@ -65,7 +172,7 @@ mod tests {
             let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
             [y, grads.get(&x).unwrap().clone(), grads.get(&w).unwrap().clone()]
         };
-        let fused = run(super::matmul_transposed(&x, &w).unwrap());
+        let fused = run(super::linear(&x, &w, None).unwrap());
         let reference = run(x.matmul(&w.t().unwrap()).unwrap());
         for (a, b) in fused.iter().zip(&reference) {
             assert!(super::super::tests::relative_error(a, b) < 1e-6);

@@ -1,12 +1,11 @@
-//! Fused CPU kernels (f32) that also backpropagate: tanh-GELU, layer norm, bias,
-//! adaLN modulation, gated residuals, the linear layer's matrix product and multi-head attention.
+//! Fused CPU kernels (f32) that also backpropagate: tanh-GELU, layer norm,
+//! adaLN modulation, gated residuals, the linear layer and multi-head attention.
 //!
 //! Each is a candle custom op whose forward pass is one sweep over the data, spread over
 //! candle's CPU worker pool, and whose backward pass is another fused op. The public functions
 //! fall back to compositions of candle ops for other devices and dtypes.
 
 mod attention;
-mod bias;
 mod fast_exp;
 mod gelu;
 mod layer_norm;
@@ -16,10 +15,9 @@ mod reduce;
 mod wide;
 
 pub use attention::{applies as attention_applies, attention};
-pub use bias::add_bias;
 pub use gelu::gelu_tanh;
 pub use layer_norm::layer_norm;
-pub use linear::matmul_transposed;
+pub use linear::linear;
 pub use modulation::{gated_residual, modulate};
 
 use candle_core::{bail, CpuStorage, Layout, Tensor};

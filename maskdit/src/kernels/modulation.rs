@@ -1,6 +1,6 @@
 //! Per-sample conditioning broadcast over tokens: adaLN modulation and gated residuals.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::reduce::{dot_tokens, sum_tokens};
 use super::{contiguous_slice, fused_applies, output};
@@ -71,7 +71,7 @@ impl CustomOp3 for Modulate {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad_x = grad.broadcast_mul(&(scale.unsqueeze(1)? + 1.0)?)?;
+        let grad_x = scale_tokens(grad, scale, 1.0)?;
         Ok((Some(grad_x), Some(sum_tokens(grad)?), Some(dot_tokens(grad, x)?)))
     }
 }
@@ -118,8 +118,44 @@ impl CustomOp3 for GatedResidual {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad_h = grad.broadcast_mul(&gate.unsqueeze(1)?)?;
+        let grad_h = scale_tokens(grad, gate, 0.0)?;
         Ok((Some(grad.clone()), Some(grad_h), Some(dot_tokens(grad, h)?)))
+    }
+}
+
+/// `x · (s + offset)` with `x` `(N, L, D)` and `s` `(N, D)` broadcast over tokens; forms
+/// gradients only, so it has no backward pass itself.
+fn scale_tokens(x: &Tensor, s: &Tensor, offset: f32) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(&s.contiguous()?, &ScaleTokens { offset })
+}
+
+struct ScaleTokens {
+    offset: f32,
+}
+
+impl CustomOp2 for ScaleTokens {
+    fn name(&self) -> &'static str {
+        "scale-tokens"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, l, d) = dims(self.name(), l1, l2)?;
+        let x = contiguous_slice(s1, l1, self.name())?;
+        let factors = contiguous_slice(s2, l2, self.name())?;
+        let out = output(x.len(), d, |row, out| {
+            let n = row / l;
+            let factors = &factors[n * d..(n + 1) * d];
+            for ((y, &v), &f) in out.iter_mut().zip(&x[row * d..(row + 1) * d]).zip(factors) {
+                *y = v * (f + self.offset);
+            }
+        });
+        Ok((out, l1.shape().clone()))
     }
 }
 
