@@ -4,8 +4,8 @@
 //! the attention weights of a head instead of keeping them from the forward pass.
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
-use gemm::Parallelism;
 
+use super::product::{self, Operand, Threads};
 use super::{contiguous_slice, fast_exp};
 
 /// `(N, L, 3·width)` packed `[q | k | v]` (heads side by side in each) → `(N, L, width)`, the
@@ -58,43 +58,26 @@ impl Dims {
     }
 }
 
-/// `dst (m×n) = beta · lhs (m×k) · rhs (k×n)`, single-threaded; strides in elements as
-/// `(row stride, column stride)`.
+/// `dst = beta · lhs · rhs` on the calling thread, each matrix given as `(pointer, (row
+/// stride, column stride))`.
 ///
 /// # Safety
-/// Every pointer must address a matrix of its shape and strides that stays valid for the call;
-/// `dst` must not overlap the operands or memory another thread writes.
-#[allow(clippy::too_many_arguments)]
-unsafe fn product(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    dst_strides: (usize, usize),
-    lhs: *const f32,
-    lhs_strides: (usize, usize),
-    rhs: *const f32,
-    rhs_strides: (usize, usize),
+/// As [`product::product`].
+unsafe fn head_product(
+    dims: (usize, usize, usize),
+    (dst, dst_strides): (*mut f32, (usize, usize)),
+    (lhs, lhs_strides): (*const f32, (usize, usize)),
+    (rhs, rhs_strides): (*const f32, (usize, usize)),
     beta: f32,
 ) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        dst_strides.1 as isize,
-        dst_strides.0 as isize,
+    product::product(
+        dims,
+        Operand { ptr: dst, strides: dst_strides },
         false,
-        lhs,
-        lhs_strides.1 as isize,
-        lhs_strides.0 as isize,
-        rhs,
-        rhs_strides.1 as isize,
-        rhs_strides.0 as isize,
-        0.0,
+        Operand { ptr: lhs, strides: lhs_strides },
+        Operand { ptr: rhs, strides: rhs_strides },
         beta,
-        false,
-        false,
-        false,
-        Parallelism::None,
+        Threads::Calling,
     )
 }
 
@@ -108,7 +91,7 @@ unsafe fn head_weights(dims: Dims, qkv: *const f32, weights: &mut [f32]) {
     let (l, d, row) = (dims.tokens, dims.head_dim, 3 * dims.width);
     let keys = qkv.add(dims.width);
     // scores = q · kᵀ · scale: kᵀ is k read with its strides swapped.
-    product((l, l, d), weights.as_mut_ptr(), (l, 1), qkv, (row, 1), keys, (1, row), dims.scale());
+    head_product((l, l, d), (weights.as_mut_ptr(), (l, 1)), (qkv, (row, 1)), (keys, (1, row)), dims.scale());
     for scores in weights.chunks_mut(l) {
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         scores.iter_mut().for_each(|s| *s = fast_exp::exp(*s - max));
@@ -169,7 +152,7 @@ impl CustomOp1 for Attention {
                 head_weights(dims, q, weights);
                 let values = q.add(2 * dims.width);
                 let dst = out_ptr.get().add(dims.out_offset(sample, head));
-                product((l, d, l), dst, (dims.width, 1), weights.as_ptr(), (l, 1), values, (row, 1), 1.0);
+                head_product((l, d, l), (dst, (dims.width, 1)), (weights.as_ptr(), (l, 1)), (values, (row, 1)), 1.0);
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((dims.batch, dims.tokens, dims.width))))
@@ -219,17 +202,17 @@ impl CustomOp2 for AttentionGrad {
                 let (grad_k, grad_v) = (grad_q.add(w), grad_q.add(2 * w));
                 head_weights(dims, q, weights);
                 // ∂v = Pᵀ · ∂o
-                product((l, d, l), grad_v, (row, 1), weights.as_ptr(), (1, l), grad_o, (w, 1), 1.0);
+                head_product((l, d, l), (grad_v, (row, 1)), (weights.as_ptr(), (1, l)), (grad_o, (w, 1)), 1.0);
                 // ∂P = ∂o · vᵀ, then ∂S = P ⊙ (∂P − rowsum(∂P ⊙ P)) in place.
-                product((l, l, d), grad_scores.as_mut_ptr(), (l, 1), grad_o, (w, 1), v, (1, row), 1.0);
+                head_product((l, l, d), (grad_scores.as_mut_ptr(), (l, 1)), (grad_o, (w, 1)), (v, (1, row)), 1.0);
                 for (g, p) in grad_scores.chunks_mut(l).zip(weights.chunks(l)) {
                     let dot = g.iter().zip(p).map(|(&a, &b)| a * b).sum::<f32>();
                     g.iter_mut().zip(p).for_each(|(a, &b)| *a = b * (*a - dot));
                 }
                 // ∂q = scale · ∂S · k,  ∂k = scale · ∂Sᵀ · q
                 let scale = dims.scale();
-                product((l, d, l), grad_q, (row, 1), grad_scores.as_ptr(), (l, 1), k, (row, 1), scale);
-                product((l, d, l), grad_k, (row, 1), grad_scores.as_ptr(), (1, l), q, (row, 1), scale);
+                head_product((l, d, l), (grad_q, (row, 1)), (grad_scores.as_ptr(), (l, 1)), (k, (row, 1)), scale);
+                head_product((l, d, l), (grad_k, (row, 1)), (grad_scores.as_ptr(), (1, l)), (q, (row, 1)), scale);
             }
         });
         Ok((CpuStorage::F32(grad_qkv), l1.shape().clone()))

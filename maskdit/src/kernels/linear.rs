@@ -3,9 +3,9 @@
 //! layout (candle's generic path goes through a transposed view whose gradient is zero-filled
 //! and added back strided) and the bias gradient as a column sum.
 
+use super::product::{product, Operand, Threads};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
-use gemm::Parallelism;
 
 use super::reduce::sum_leading;
 use super::{contiguous_slice, fused_applies};
@@ -97,31 +97,17 @@ impl CustomOp3 for LinearWithBias {
         for _ in 0..rows {
             dst.extend_from_slice(bias);
         }
-        let threads = candle_core::utils::get_num_threads();
-        let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
         // SAFETY: dst is (rows, out) row-major, x (rows, inner) row-major, and weightᵀ is the
         // (inner, out) view of the row-major (out, inner) weight; all live across the call.
         unsafe {
-            gemm::gemm(
-                rows,
-                out,
-                inner,
-                dst.as_mut_ptr(),
-                1,
-                out as isize,
+            product(
+                (rows, out, inner),
+                Operand { ptr: dst.as_mut_ptr(), strides: (out, 1) },
                 true,
-                x.as_ptr(),
-                1,
-                inner as isize,
-                weight.as_ptr(),
-                inner as isize,
-                1,
+                Operand { ptr: x.as_ptr(), strides: (inner, 1) },
+                Operand { ptr: weight.as_ptr(), strides: (1, inner) },
                 1.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
+                Threads::All,
             );
         }
         Ok((CpuStorage::F32(dst), Shape::from((rows, out))))

@@ -11,6 +11,7 @@ mod gelu;
 mod layer_norm;
 mod linear;
 mod modulation;
+mod product;
 mod reduce;
 mod wide;
 
