@@ -122,9 +122,7 @@ pub fn judge_model(judge: &Judge, model: &dyn Denoiser, steps: usize, cfg: f64, 
         let seeds: Vec<u64> = (0..per_class as u64).map(|s| 1000 * class as u64 + s).collect();
         let mut noise = SeededNoise::new(&seeds);
         let latents = noise.latents(&[1, 28, 28], &Device::Cpu).unwrap();
-        let onehot: Vec<f32> =
-            (0..per_class).flat_map(|_| (0..10).map(|j| if j == class { 1.0 } else { 0.0 })).collect();
-        let labels = Tensor::from_vec(onehot, (per_class, 10), &Device::Cpu).unwrap();
+        let labels = maskdit::one_hot(std::iter::repeat_n(class as usize, per_class), 10, &Device::Cpu).unwrap();
         let out = EdmOptions::heun(steps).sample(&guided, &latents, Some(&labels), &mut noise, &mut |_| {}).unwrap();
         generated.push(out.clamp(-1f32, 1f32).unwrap().reshape((per_class, 784)).unwrap());
         wanted.extend(std::iter::repeat_n(class, per_class));

@@ -25,20 +25,25 @@ fn number_option(refs: &HashMap<String, Tensor>, key: &str) -> Option<f64> {
     refs.contains_key(key).then(|| scalar(refs, key))
 }
 
+/// A sampler option by its name, as the command line spells it.
+fn choice<T: clap::ValueEnum>(name: &str) -> T {
+    T::from_str(name, false).unwrap_or_else(|e| panic!("unknown option `{name}`: {e}"))
+}
+
 /// The EDM-family options recorded in a reference file (`opt.*`), on the reference defaults.
 fn edm_options(refs: &HashMap<String, Tensor>) -> EdmOptions {
     let mut o = EdmOptions::heun(number_option(refs, "opt.num_steps").expect("opt.num_steps") as usize);
     if let Some(v) = text_option(refs, "opt.solver") {
-        o.solver = v.parse().unwrap();
+        o.solver = choice(&v);
     }
     if let Some(v) = text_option(refs, "opt.discretization") {
-        o.discretization = v.parse().unwrap();
+        o.discretization = choice(&v);
     }
     if let Some(v) = text_option(refs, "opt.schedule") {
-        o.schedule = v.parse().unwrap();
+        o.schedule = choice(&v);
     }
     if let Some(v) = text_option(refs, "opt.scaling") {
-        o.scaling = v.parse().unwrap();
+        o.scaling = choice(&v);
     }
     o.sigma_min = number_option(refs, "opt.sigma_min");
     o.sigma_max = number_option(refs, "opt.sigma_max");
@@ -106,11 +111,38 @@ fn every_sampler_reference_is_matched() {
             } else {
                 (Sampler::Edm(edm_options(&refs)), get(&refs, "latents"), get(&refs, "churn_noise"))
             };
-            let mut noise = RecordedNoise::new(noise.clone());
-            let mut steps_seen = 0;
-            let out = sampler.sample(&guided, start, Some(labels), &mut noise, &mut |k| steps_seen = k).unwrap();
-            assert_eq!(steps_seen, sampler.num_steps());
+            let mut steps_seen = Vec::new();
+            let out = sampler
+                .sample(&guided, start, Some(labels), &mut RecordedNoise::new(noise.clone()), &mut |step| {
+                    steps_seen.push((step.index, step.sigma))
+                })
+                .unwrap();
+            let indices: Vec<usize> = steps_seen.iter().map(|s| s.0).collect();
+            assert_eq!(indices, (0..sampler.num_steps()).collect::<Vec<_>>(), "{}: steps seen", file.display());
             assert_close(&file.display().to_string(), &out, get(&refs, "out"), SAMPLER_TOLERANCE);
+            if let Sampler::Edm(o) = &sampler {
+                // The explicit-σ entry point over the sampler's own levels is the same run.
+                let explicit = o
+                    .sample_sigmas(
+                        &guided,
+                        start,
+                        Some(labels),
+                        &mut RecordedNoise::new(noise.clone()),
+                        &o.sigma_steps(),
+                        &mut |_| {},
+                    )
+                    .unwrap();
+                assert_close(&format!("{} explicit sigmas", file.display()), &explicit, &out, 0.0);
+                if o.s_churn == 0.0 {
+                    let seen: Vec<f64> = steps_seen.iter().map(|s| s.1).collect();
+                    let want = o.sigma_steps();
+                    assert!(
+                        seen.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-9 * b),
+                        "{}: σ seen",
+                        file.display()
+                    );
+                }
+            }
             checked += 1;
         }
     }
@@ -130,9 +162,7 @@ fn an_image_depends_on_its_seed_only() {
         let mut noise = SeededNoise::new(seeds);
         let latents = noise.latents(&image, &maskdit_tests::device()).unwrap();
         let classes = noise.class_indices(c.num_classes);
-        let labels: Vec<f32> =
-            classes.iter().flat_map(|&k| (0..c.num_classes).map(move |j| if j == k { 1.0 } else { 0.0 })).collect();
-        let labels = Tensor::from_vec(labels, (seeds.len(), c.num_classes), &maskdit_tests::device()).unwrap();
+        let labels = maskdit::one_hot(classes, c.num_classes, &maskdit_tests::device()).unwrap();
         o.sample(&guided, &latents, Some(&labels), &mut noise, &mut |_| {}).unwrap()
     };
     let batch = sample(&[3, 11, 42]);
@@ -145,8 +175,9 @@ fn an_image_depends_on_its_seed_only() {
 
 #[test]
 fn bad_options_are_rejected() {
-    assert!("rk4".parse::<maskdit_sampler::Solver>().is_err());
-    assert!("cosine".parse::<maskdit_sampler::Discretization>().is_err());
+    use clap::ValueEnum;
+    assert!(maskdit_sampler::Solver::from_str("rk4", false).is_err());
+    assert!(maskdit_sampler::Discretization::from_str("cosine", false).is_err());
     let net = model(&cases_of(CaseKind::Model)[0]);
     let c = net.config();
     let latents =

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::Tensor;
-use maskdit::train::{AdamW, AdamWConfig, EdmLoss, Ema, TrainableModel};
 use maskdit::{Mask, ModelConfig};
 use maskdit_tests::{assert_close, cases_of, get, load, relative_l2, scalar, CaseKind};
+use maskdit_train::{AdamW, AdamWConfig, EdmLoss, Ema, TrainableModel};
 
 const LOSS_TOLERANCE: f64 = 1e-5;
 const GRAD_TOLERANCE: f64 = 1e-4;

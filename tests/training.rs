@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use maskdit::train::data::{write_shard, Dataset, LmdbDataset, LmdbWriter, ShardDataset};
-use maskdit::train::{Precision, Start, TrainOptions, Trainer};
-use maskdit::{Error, ModelConfig};
+use maskdit::ModelConfig;
+use maskdit_train::data::{write_shard, Dataset, LmdbDataset, LmdbWriter, ShardDataset};
+use maskdit_train::{Error, Precision, Start, TrainOptions, Trainer};
 use rand::SeedableRng;
 
 fn scratch(name: &str) -> PathBuf {

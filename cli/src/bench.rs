@@ -7,13 +7,13 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use maskdit::flops::{forward_flops, train_step_flops};
 use maskdit::mask::kept_tokens;
-use maskdit::train::{AdamW, AdamWConfig, EdmLoss, Precision, TrainableModel};
-use maskdit::{Mask, ModelConfig};
+use maskdit::{Mask, MaskDit, ModelConfig};
 use maskdit_sampler::{Denoiser, EdmOptions, Guided, SeededNoise};
+use maskdit_train::{AdamW, AdamWConfig, EdmLoss, Precision, TrainableModel};
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
-use crate::device::{parse_device, parse_dtype};
+use crate::device::{DTypeChoice, DeviceChoice};
 
 /// Options of `maskdit bench`.
 #[derive(Debug, Args)]
@@ -29,20 +29,37 @@ pub struct BenchArgs {
     latent_size: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
-    /// f32, f16 or bf16 (training: f32, or bf16 mixed precision on f32 master weights).
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    device: DeviceChoice,
+    /// Number format (training: f32, or bf16 mixed precision on f32 master weights).
+    #[arg(long, value_enum, default_value_t = DTypeChoice::F32)]
+    dtype: DTypeChoice,
     /// Timed repeats after one warm-up (the median is reported).
     #[arg(long, default_value_t = 3)]
     iters: usize,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
-    /// Only these measurements (gemm, forward, forward_cfg, train_step, sample_step); gemm is
-    /// a 2048³ matrix product, the practical FLOP ceiling of the device.
-    #[arg(long)]
-    only: Vec<String>,
+    /// Only these measurements (repeatable; default: all).
+    #[arg(long, value_enum)]
+    only: Vec<Measurement>,
+}
+
+/// What `maskdit bench` can time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Measurement {
+    /// A 2048³ matrix product: the practical FLOP ceiling of the device.
+    Gemm,
+    /// One forward pass.
+    Forward,
+    /// One guided forward pass (both halves batched).
+    #[value(name = "forward_cfg")]
+    ForwardCfg,
+    /// One training step (loss, backward, AdamW), masked (ratio 0.5) and unmasked.
+    #[value(name = "train_step")]
+    TrainStep,
+    /// One guided Heun step and the final Euler step of sampling.
+    #[value(name = "sample_step")]
+    SampleStep,
 }
 
 /// Peak resident memory of this process, in MB.
@@ -78,127 +95,154 @@ struct Row {
     flops: f64,
 }
 
-/// Runs `maskdit bench`.
-pub fn run(args: BenchArgs) -> Result<()> {
-    if args.batch == 0 || args.iters == 0 {
-        bail!("--batch and --iters must be positive");
-    }
-    let device = parse_device(&args.device)?;
-    let dtype = parse_dtype(&args.dtype)?;
-    let config = ModelConfig::preset(&args.model, args.latent_size, 4, 1000, true)?;
-    let mut rng = ChaCha12Rng::seed_from_u64(0);
-    let trainable = TrainableModel::fresh(&config, &mut rng, &device)?;
-    let inference = if dtype == DType::F32 {
-        trainable.model().clone()
-    } else {
-        let weights = trainable.weights()?;
-        maskdit::MaskDit::new(&config, candle_nn::VarBuilder::from_tensors(weights, dtype, &device))?
-    };
-    let n = args.batch;
-    let s = config.input_size;
-    let x = Tensor::randn(0f32, 1.0, (n, 4, s, s), &device)?;
-    let sigma = Tensor::full(2.0f32, n, &device)?;
-    let rows_onehot: Vec<f32> =
-        (0..n).flat_map(|i| (0..1000).map(move |j| if j == (i * 37) % 1000 { 1.0 } else { 0.0 })).collect();
-    let labels = Tensor::from_vec(rows_onehot, (n, 1000), &device)?;
-    let l = config.num_patches();
-    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
-    let mut rows = Vec::new();
+/// The model and inputs every measurement shares.
+struct Workload {
+    config: ModelConfig,
+    trainable: TrainableModel,
+    inference: MaskDit,
+    x: Tensor,
+    sigma: Tensor,
+    labels: Tensor,
+    device: Device,
+    dtype: DType,
+}
 
-    if wanted("gemm") {
+impl Workload {
+    fn new(args: &BenchArgs) -> Result<Self> {
+        let device = args.device.open()?;
+        let dtype = args.dtype.dtype();
+        let config = ModelConfig::preset(&args.model, args.latent_size, 4, 1000, true)?;
+        let trainable = TrainableModel::fresh(&config, &mut ChaCha12Rng::seed_from_u64(0), &device)?;
+        let inference = if dtype == DType::F32 {
+            trainable.model().clone()
+        } else {
+            MaskDit::new(&config, candle_nn::VarBuilder::from_tensors(trainable.weights()?, dtype, &device))?
+        };
+        let (n, s) = (args.batch, config.input_size);
+        let x = Tensor::randn(0f32, 1.0, (n, 4, s, s), &device)?;
+        let sigma = Tensor::full(2.0f32, n, &device)?;
+        let labels = maskdit::one_hot((0..n).map(|i| (i * 37) % 1000), 1000, &device)?;
+        Ok(Self { config, trainable, inference, x, sigma, labels, device, dtype })
+    }
+
+    fn batch(&self) -> usize {
+        self.x.dims()[0]
+    }
+
+    fn tokens(&self) -> usize {
+        self.config.num_patches()
+    }
+
+    fn gemm(&self, iters: usize) -> Result<Row> {
         const SIDE: usize = 2048;
-        let a = Tensor::randn(0f32, 1.0, (SIDE, SIDE), &device)?.to_dtype(dtype)?;
-        let b = Tensor::randn(0f32, 1.0, (SIDE, SIDE), &device)?.to_dtype(dtype)?;
-        let (t, spread) = median_seconds(args.iters, &device, || Ok(a.matmul(&b).map(drop)?))?;
-        rows.push(Row { what: "gemm", mask_ratio: None, seconds: t, spread, flops: 2.0 * (SIDE as f64).powi(3) });
+        let a = Tensor::randn(0f32, 1.0, (SIDE, SIDE), &self.device)?.to_dtype(self.dtype)?;
+        let b = Tensor::randn(0f32, 1.0, (SIDE, SIDE), &self.device)?.to_dtype(self.dtype)?;
+        let (t, spread) = median_seconds(iters, &self.device, || Ok(a.matmul(&b).map(drop)?))?;
+        Ok(Row { what: "gemm", mask_ratio: None, seconds: t, spread, flops: 2.0 * (SIDE as f64).powi(3) })
     }
-    if wanted("forward") {
-        let (t, spread) =
-            median_seconds(args.iters, &device, || Ok(inference.denoise(&x, &sigma, Some(&labels)).map(drop)?))?;
-        rows.push(Row { what: "forward", mask_ratio: None, seconds: t, spread, flops: forward_flops(&config, n, l) });
-    }
-    let guided = Guided::new(&inference, 1.5);
-    if wanted("forward_cfg") {
-        let (t, spread) =
-            median_seconds(args.iters, &device, || Ok(guided.denoise(&x, &sigma, Some(&labels)).map(drop)?))?;
-        rows.push(Row {
-            what: "forward_cfg",
+
+    fn forward(&self, iters: usize, scale: f64) -> Result<Row> {
+        let guided = Guided::new(&self.inference, scale);
+        let (t, spread) = median_seconds(iters, &self.device, || {
+            Ok(guided.denoise(&self.x, &self.sigma, Some(&self.labels)).map(drop)?)
+        })?;
+        let (what, evaluated) =
+            if scale == 1.0 { ("forward", self.batch()) } else { ("forward_cfg", 2 * self.batch()) };
+        Ok(Row {
+            what,
             mask_ratio: None,
             seconds: t,
             spread,
-            flops: forward_flops(&config, 2 * n, l),
-        });
+            flops: forward_flops(&self.config, evaluated, self.tokens()),
+        })
     }
-    if wanted("train_step") {
-        let precision = if dtype == DType::F32 { Precision::F32 } else { Precision::Bf16 };
-        let mut opt = AdamW::new(trainable.trainable_params(), AdamWConfig::default())?;
-        let loss = EdmLoss::new(config.mae_loss_coef);
-        for ratio in [0.5, 0.0] {
-            let kept = kept_tokens(l, ratio);
-            let (t, spread) = median_seconds(args.iters, &device, || {
-                let mask = (ratio > 0.0).then(|| Mask::random(n, l, ratio, &mut rng, &device)).transpose()?;
-                let rnd = Tensor::randn(0f32, 1.0, n, &device)?;
-                let noise = Tensor::randn(0f32, 1.0, (n, 4, s, s), &device)?;
-                let network = trainable.compute_model(precision.compute_dtype())?;
-                let per_sample = loss.per_sample(&network, &x, Some(&labels), &rnd, &noise, mask.as_ref())?;
-                opt.step(&per_sample.mean_all()?.backward()?)?;
-                Ok(())
-            })?;
-            rows.push(Row {
-                what: "train_step",
-                mask_ratio: Some(ratio),
-                seconds: t,
-                spread,
-                flops: train_step_flops(&config, n, kept),
-            });
-        }
+
+    fn train_step(&self, iters: usize, ratio: f64) -> Result<Row> {
+        let precision = if self.dtype == DType::F32 { Precision::F32 } else { Precision::Bf16 };
+        let mut opt = AdamW::new(self.trainable.trainable_params(), AdamWConfig::default())?;
+        let loss = EdmLoss::new(self.config.mae_loss_coef);
+        let mut rng = ChaCha12Rng::seed_from_u64(1);
+        let (n, l) = (self.batch(), self.tokens());
+        let (t, spread) = median_seconds(iters, &self.device, || {
+            let mask = (ratio > 0.0).then(|| Mask::random(n, l, ratio, &mut rng, &self.device)).transpose()?;
+            let rnd = Tensor::randn(0f32, 1.0, n, &self.device)?;
+            let noise = self.x.randn_like(0.0, 1.0)?;
+            let network = self.trainable.compute_model(precision.compute_dtype())?;
+            let per_sample = loss.per_sample(&network, &self.x, Some(&self.labels), &rnd, &noise, mask.as_ref())?;
+            opt.step(&per_sample.mean_all()?.backward()?)?;
+            Ok(())
+        })?;
+        let flops = train_step_flops(&self.config, n, kept_tokens(l, ratio));
+        Ok(Row { what: "train_step", mask_ratio: Some(ratio), seconds: t, spread, flops })
     }
-    if wanted("sample_step") {
-        let seeds: Vec<u64> = (0..n as u64).collect();
-        let (t, spread) = median_seconds(args.iters, &device, || {
+
+    fn sample_step(&self, iters: usize) -> Result<Row> {
+        let guided = Guided::new(&self.inference, 1.5);
+        let seeds: Vec<u64> = (0..self.batch() as u64).collect();
+        let (t, spread) = median_seconds(iters, &self.device, || {
             let mut noise = SeededNoise::new(&seeds);
             // Two noise levels: one full Heun step (two guided evaluations) and the final Euler step.
             let mut options = EdmOptions::heun(2);
             options.sigma_max = Some(80.0);
-            let _ = options.sample(&guided, &x, Some(&labels), &mut noise, &mut |_| {})?;
+            options.sample(&guided, &self.x, Some(&self.labels), &mut noise, &mut |_| {})?;
             Ok(())
         })?;
-        rows.push(Row {
-            what: "sample_step",
-            mask_ratio: None,
-            seconds: t,
-            spread,
-            flops: 3.0 * forward_flops(&config, 2 * n, l),
-        });
+        let flops = 3.0 * forward_flops(&self.config, 2 * self.batch(), self.tokens());
+        Ok(Row { what: "sample_step", mask_ratio: None, seconds: t, spread, flops })
     }
+}
+
+/// Prints the rows as a table or as JSON lines.
+fn report(args: &BenchArgs, rows: &[Row]) {
     let rss = peak_rss_mb();
+    let (n, s) = (args.batch, args.latent_size);
     if args.json {
-        for r in &rows {
+        for r in rows {
             let mut line = serde_json::json!({"what": r.what, "seconds": r.seconds, "gflops": r.flops / 1e9,
-                "peak_rss_mb": rss, "model": args.model, "batch": n, "device": args.device, "dtype": args.dtype,
-                "runs": r.spread});
+                "peak_rss_mb": rss, "model": args.model, "batch": n, "device": args.device.to_string(),
+                "dtype": args.dtype.to_string(), "runs": r.spread});
             if let Some(m) = r.mask_ratio {
                 line["mask_ratio"] = serde_json::json!(m);
             }
             println!("{line}");
         }
-    } else {
-        println!("{} batch {n}, latent {s}x{s}, {} {}, median of {}", args.model, args.device, args.dtype, args.iters);
-        println!("{:<12} {:>6} {:>10} {:>10} {:>10}  runs", "what", "mask", "seconds", "GFLOP", "GFLOP/s");
-        for r in &rows {
-            let mask = r.mask_ratio.map_or("-".to_string(), |m| format!("{m}"));
-            let runs: Vec<String> = r.spread.iter().map(|t| format!("{t:.2}")).collect();
-            println!(
-                "{:<12} {:>6} {:>10.3} {:>10.1} {:>10.1}  {}",
-                r.what,
-                mask,
-                r.seconds,
-                r.flops / 1e9,
-                r.flops / 1e9 / r.seconds,
-                runs.join(" ")
-            );
-        }
-        println!("peak RSS {rss:.0} MB");
+        return;
     }
+    println!("{} batch {n}, latent {s}x{s}, {} {}, median of {}", args.model, args.device, args.dtype, args.iters);
+    println!("{:<12} {:>6} {:>10} {:>10} {:>10}  runs", "what", "mask", "seconds", "GFLOP", "GFLOP/s");
+    for r in rows {
+        let mask = r.mask_ratio.map_or("-".to_string(), |m| format!("{m}"));
+        let runs: Vec<String> = r.spread.iter().map(|t| format!("{t:.2}")).collect();
+        let (gflop, rate) = (r.flops / 1e9, r.flops / 1e9 / r.seconds);
+        println!("{:<12} {mask:>6} {:>10.3} {gflop:>10.1} {rate:>10.1}  {}", r.what, r.seconds, runs.join(" "));
+    }
+    println!("peak RSS {rss:.0} MB");
+}
+
+/// Runs `maskdit bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.batch == 0 || args.iters == 0 {
+        bail!("--batch and --iters must be positive");
+    }
+    let work = Workload::new(&args)?;
+    let wanted = |m: Measurement| args.only.is_empty() || args.only.contains(&m);
+    let mut rows = Vec::new();
+    if wanted(Measurement::Gemm) {
+        rows.push(work.gemm(args.iters)?);
+    }
+    if wanted(Measurement::Forward) {
+        rows.push(work.forward(args.iters, 1.0)?);
+    }
+    if wanted(Measurement::ForwardCfg) {
+        rows.push(work.forward(args.iters, 1.5)?);
+    }
+    if wanted(Measurement::TrainStep) {
+        rows.push(work.train_step(args.iters, 0.5)?);
+        rows.push(work.train_step(args.iters, 0.0)?);
+    }
+    if wanted(Measurement::SampleStep) {
+        rows.push(work.sample_step(args.iters)?);
+    }
+    report(&args, &rows);
     Ok(())
 }

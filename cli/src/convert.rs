@@ -1,28 +1,36 @@
 //! `maskdit convert`: official PyTorch checkpoints to safetensors.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use clap::Args;
 use maskdit::{checkpoint, WeightSet};
 
-/// Writes the chosen weights of `input` (prefixes stripped) to `output` as safetensors,
+/// Options of `maskdit convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The .pt checkpoint (or a toolkit training checkpoint).
+    input: PathBuf,
+    /// The .safetensors file to write.
+    output: PathBuf,
+    /// Which weights of a training checkpoint to take.
+    #[arg(long, value_enum, default_value_t = WeightSet::Ema)]
+    weights: WeightSet,
+}
+
+/// Writes the chosen weights of the input (prefixes stripped) to the output as safetensors,
 /// keeping the architecture a toolkit checkpoint records.
-pub fn convert(input: &Path, output: &Path, weights: &str) -> Result<()> {
-    let set = match weights {
-        "ema" => WeightSet::Ema,
-        "model" => WeightSet::Model,
-        other => bail!("unknown --weights `{other}`; use ema or model"),
-    };
-    if output.extension().is_none_or(|e| e != "safetensors") {
+pub fn run(args: ConvertArgs) -> Result<()> {
+    let ConvertArgs { input, output, weights: set } = args;
+    if !maskdit_io::is_safetensors(&output) {
         bail!("the output file should end in .safetensors");
     }
-    let tensors = checkpoint::read_tensors(input, set)?;
-    let recorded =
-        if input.extension().is_some_and(|e| e == "safetensors") { checkpoint::read_config(input)? } else { None };
+    let tensors = checkpoint::read_tensors(&input, set)?;
+    let recorded = if maskdit_io::is_safetensors(&input) { checkpoint::read_config(&input)? } else { None };
     match recorded {
         // A toolkit checkpoint: keep its architecture with the weights.
-        Some(config) => checkpoint::save_model(&tensors, &config, output)?,
-        None => checkpoint::save(&tensors, output)?,
+        Some(config) => checkpoint::save_model(&tensors, &config, &output)?,
+        None => checkpoint::save(&tensors, &output)?,
     }
     eprintln!("wrote {} tensors ({} weights) to {}", tensors.len(), set.key(), output.display());
     Ok(())

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use clap::Args;
-use maskdit::train::data::write_shard;
+use maskdit_train::data::write_shard;
 use maskdit_vae::image::{center_crop_adm, from_image};
 use maskdit_vae::Autoencoder;
 
-use crate::device::parse_device;
+use crate::device::DeviceChoice;
 use crate::progress;
 use crate::registry::Registry;
 
@@ -36,7 +36,7 @@ pub struct EncodeArgs {
     batch: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceChoice,
 }
 
 fn is_image(path: &Path) -> bool {
@@ -82,18 +82,20 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     if args.batch == 0 || args.shard_size == 0 {
         bail!("--batch and --shard-size must be positive");
     }
-    let device = parse_device(&args.device)?;
+    let device = args.device.open()?;
     let Scan { classes: class_names, items } = scan(&args.images)?;
     let registry = Registry::load()?;
     let vae_path = if Path::new(&args.vae).exists() {
         PathBuf::from(&args.vae)
     } else {
-        crate::download::fetch_vae(&args.vae, registry.vae(&args.vae)?)?
+        crate::fetch::fetch_vae(&args.vae, registry.vae(&args.vae)?)?
     };
     let vae = Autoencoder::load(&vae_path, None, candle_core::DType::F32, &device)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let classes_json = serde_json::to_string_pretty(&class_names)?;
-    std::fs::write(args.out.join("classes.json"), classes_json).context("cannot write classes.json")?;
+    let classes_path = args.out.join("classes.json");
+    maskdit_io::write_atomic(&classes_path, |file| std::io::Write::write_all(file, classes_json.as_bytes()))
+        .context("cannot write classes.json")?;
     let bar = progress::bar(items.len() as u64, "encoding");
     for (shard_index, shard) in items.chunks(args.shard_size).enumerate() {
         let mut moments = Vec::with_capacity(shard.len().div_ceil(args.batch));

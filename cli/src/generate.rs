@@ -3,15 +3,17 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use clap::Args;
 use image::DynamicImage;
 use maskdit::{checkpoint, MaskDit, ModelConfig, WeightSet};
-use maskdit_sampler::{DdpmOptions, EdmOptions, Guided, Sampler, SeededNoise};
+use maskdit_sampler::{
+    DdpmOptions, Discretization, EdmOptions, Guided, Sampler, Scaling, Schedule, SeededNoise, Solver,
+};
 use maskdit_vae::Autoencoder;
 
-use crate::device::{parse_device, parse_dtype};
-use crate::download::{fetch_model, fetch_vae};
+use crate::device::{DTypeChoice, DeviceChoice};
+use crate::fetch::{fetch_model, fetch_vae};
 use crate::labels::{parse_seeds, resolve_class};
 use crate::progress;
 use crate::registry::{Registry, EMBEDDED_MNIST};
@@ -32,24 +34,25 @@ pub struct GenerateArgs {
     /// Guidance scale (1 = off; default: the model's).
     #[arg(long)]
     cfg: Option<f64>,
-    /// edm (EDM's Heun sampler), generalized (set --solver etc.), or ddpm.
-    #[arg(long, default_value = "edm")]
-    sampler: String,
+    /// The sampler: EDM's Heun sampler, the generalized EDM sampler (set --solver etc.), or
+    /// ancestral DDPM.
+    #[arg(long, value_enum, default_value_t = SamplerKind::Edm)]
+    sampler: SamplerKind,
     /// Sampling steps (default: the model's).
     #[arg(long)]
     steps: Option<usize>,
-    /// Generalized sampler: euler or heun.
-    #[arg(long, default_value = "heun")]
-    solver: String,
-    /// Generalized sampler: edm, vp, ve or iddpm.
-    #[arg(long, default_value = "edm")]
-    discretization: String,
-    /// Generalized sampler: linear, vp or ve.
-    #[arg(long, default_value = "linear")]
-    schedule: String,
-    /// Generalized sampler: none or vp.
-    #[arg(long, default_value = "none")]
-    scaling: String,
+    /// Generalized sampler: the ODE solver.
+    #[arg(long, value_enum, default_value_t = Solver::Heun)]
+    solver: Solver,
+    /// Generalized sampler: how the noise levels are spaced.
+    #[arg(long, value_enum, default_value_t = Discretization::Edm)]
+    discretization: Discretization,
+    /// Generalized sampler: the noise schedule σ(t).
+    #[arg(long, value_enum, default_value_t = Schedule::Linear)]
+    schedule: Schedule,
+    /// Generalized sampler: the scaling s(t).
+    #[arg(long, value_enum, default_value_t = Scaling::None)]
+    scaling: Scaling,
     /// Stochastic churn (EDM S_churn; 0 = deterministic).
     #[arg(long, default_value_t = 0.0)]
     s_churn: f64,
@@ -67,10 +70,10 @@ pub struct GenerateArgs {
     batch: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
-    /// f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    device: DeviceChoice,
+    /// Number format of the model and the VAE.
+    #[arg(long, value_enum, default_value_t = DTypeChoice::F32)]
+    dtype: DTypeChoice,
     /// VAE for latent models: registry name or weights file (default: the model's).
     #[arg(long)]
     vae: Option<String>,
@@ -83,9 +86,9 @@ pub struct GenerateArgs {
     /// With --arch: the checkpoint has no decoder.
     #[arg(long)]
     no_decoder: bool,
-    /// Weights of a training checkpoint to use: ema or model.
-    #[arg(long, default_value = "ema")]
-    weights: String,
+    /// Weights of a training checkpoint to use.
+    #[arg(long, value_enum, default_value_t = WeightSet::Ema)]
+    weights: WeightSet,
     /// Output folder: one `<seed:06d>.png` per seed.
     #[arg(long, default_value = "out")]
     out: PathBuf,
@@ -95,6 +98,17 @@ pub struct GenerateArgs {
     /// Columns of the grid (default: about square).
     #[arg(long)]
     grid_columns: Option<usize>,
+}
+
+/// The sampler families `--sampler` chooses from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SamplerKind {
+    /// EDM's Heun sampler.
+    Edm,
+    /// The generalized EDM sampler.
+    Generalized,
+    /// Ancestral DDPM.
+    Ddpm,
 }
 
 /// What to decode latents with, or nothing for pixel-space models.
@@ -110,14 +124,6 @@ struct Loaded {
     cfg: f64,
 }
 
-fn weight_set(name: &str) -> Result<WeightSet> {
-    match name {
-        "ema" => Ok(WeightSet::Ema),
-        "model" => Ok(WeightSet::Model),
-        other => bail!("unknown --weights `{other}`; use ema or model"),
-    }
-}
-
 /// The architecture of a weights file: recorded in it, a config.json beside it, or --arch.
 fn file_config(path: &Path, args: &GenerateArgs) -> Result<ModelConfig> {
     if path.extension().is_some_and(|e| e == "safetensors") {
@@ -126,10 +132,11 @@ fn file_config(path: &Path, args: &GenerateArgs) -> Result<ModelConfig> {
         }
     }
     let beside = path.with_file_name("config.json");
-    if let Ok(text) = std::fs::read_to_string(&beside) {
-        if let Ok(config) = ModelConfig::from_json(&text) {
-            return Ok(config);
-        }
+    if beside.exists() {
+        let text = std::fs::read_to_string(&beside).with_context(|| format!("cannot read {}", beside.display()))?;
+        return ModelConfig::from_json(&text).with_context(|| {
+            format!("{} is not a model configuration; fix it, or move it away and pass --arch", beside.display())
+        });
     }
     match &args.arch {
         Some(arch) => Ok(ModelConfig::preset(arch, args.latent_size, 4, 1000, !args.no_decoder)?),
@@ -147,7 +154,7 @@ fn load_vae(registry: &Registry, name: &str, device: &Device, dtype: DType) -> R
 
 fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType) -> Result<Loaded> {
     let spinner = progress::spinner("loading model");
-    let set = weight_set(&args.weights)?;
+    let set = args.weights;
     let name = args.model.clone().unwrap_or_else(|| registry.default_model.clone());
     let entry = registry.models.get(&name);
     let (model, default_vae, steps, cfg) = match entry {
@@ -188,32 +195,28 @@ fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType)
     Ok(Loaded { model, decoder, steps, cfg })
 }
 
-fn sampler(args: &GenerateArgs, steps: usize) -> Result<Sampler> {
-    Ok(match args.sampler.as_str() {
-        "ddpm" => Sampler::Ddpm(DdpmOptions::new(steps)),
-        kind @ ("edm" | "generalized") => {
-            let mut o = EdmOptions::heun(steps);
-            if kind == "generalized" {
-                o.solver = args.solver.parse()?;
-                o.discretization = args.discretization.parse()?;
-                o.schedule = args.schedule.parse()?;
-                o.scaling = args.scaling.parse()?;
-            }
-            o.s_churn = args.s_churn;
-            o.s_min = args.s_min;
-            o.s_max = args.s_max;
-            o.s_noise = args.s_noise;
-            Sampler::Edm(o)
-        }
-        other => bail!("unknown sampler `{other}`; use edm, generalized or ddpm"),
-    })
+fn sampler(args: &GenerateArgs, steps: usize) -> Sampler {
+    if args.sampler == SamplerKind::Ddpm {
+        return Sampler::Ddpm(DdpmOptions::new(steps));
+    }
+    let mut options = EdmOptions::heun(steps);
+    if args.sampler == SamplerKind::Generalized {
+        options.solver = args.solver;
+        options.discretization = args.discretization;
+        options.schedule = args.schedule;
+        options.scaling = args.scaling;
+    }
+    options.s_churn = args.s_churn;
+    options.s_min = args.s_min;
+    options.s_max = args.s_max;
+    options.s_noise = args.s_noise;
+    Sampler::Edm(options)
 }
 
-/// Writes `image` to `path` through a temporary file, so no half-written PNG is left.
+/// Writes `image` to `path` as PNG, whole or not at all.
 fn write_png(image: &DynamicImage, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("png.part");
-    image.save_with_format(&tmp, image::ImageFormat::Png).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    maskdit_io::write_atomic(path, |file| image.write_to(file, image::ImageFormat::Png).map_err(std::io::Error::other))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Tiles images into a grid of `columns` columns.
@@ -236,8 +239,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let device = parse_device(&args.device)?;
-    let dtype = parse_dtype(&args.dtype)?;
+    let device = args.device.open()?;
+    let dtype = args.dtype.dtype();
     let loaded = load(&args, &registry, &device, dtype)?;
     let config = loaded.model.config().clone();
     let classes = args.classes.iter().map(|c| resolve_class(c, config.num_classes)).collect::<Result<Vec<_>>>()?;
@@ -246,7 +249,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if !(cfg.is_finite() && cfg >= 0.0) {
         bail!("--cfg must be a non-negative number (1 = no guidance)");
     }
-    let sampler = sampler(&args, steps)?;
+    let sampler = sampler(&args, steps);
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let guided = Guided::new(&loaded.model, cfg);
     let image_dims = [config.in_channels, config.input_size, config.input_size];
@@ -257,23 +260,20 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let latents = noise.latents(&image_dims, &device)?;
         let drawn = if config.num_classes > 0 { noise.class_indices(config.num_classes) } else { Vec::new() };
         let labels = if config.num_classes > 0 {
-            let rows: Vec<f32> = (0..chunk.len())
-                .flat_map(|i| {
-                    let k = if classes.is_empty() {
-                        drawn[i]
-                    } else {
-                        classes[(chunk_index * args.batch + i) % classes.len()]
-                    };
-                    (0..config.num_classes).map(move |j| if j == k { 1.0 } else { 0.0 })
-                })
-                .collect();
-            Some(Tensor::from_vec(rows, (chunk.len(), config.num_classes), &device)?)
+            let pick = |i: usize| {
+                if classes.is_empty() {
+                    drawn[i]
+                } else {
+                    classes[(chunk_index * args.batch + i) % classes.len()]
+                }
+            };
+            Some(maskdit::one_hot((0..chunk.len()).map(pick), config.num_classes, &device)?)
         } else {
             None
         };
         let done_before = bar.position();
-        let samples = sampler.sample(&guided, &latents, labels.as_ref(), &mut noise, &mut |k| {
-            bar.set_position(done_before + (k * chunk.len()) as u64)
+        let samples = sampler.sample(&guided, &latents, labels.as_ref(), &mut noise, &mut |step| {
+            bar.set_position(done_before + (step.done() * chunk.len()) as u64)
         })?;
         let pixels = match &loaded.decoder {
             Decoder::Pixels => samples,

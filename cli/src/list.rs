@@ -1,12 +1,12 @@
-//! `maskdit list` and `maskdit download`.
+//! `maskdit list`: the registry, marking what is cached.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use crate::download::{cached_model, cached_vae, fetch_model, fetch_vae};
+use crate::fetch::{cached_model, cached_vae};
 use crate::registry::Registry;
 
 /// Prints the registry, marking what is cached.
-pub fn list() -> Result<()> {
+pub fn run() -> Result<()> {
     let registry = Registry::load()?;
     println!("models:");
     for (name, entry) in &registry.models {
@@ -25,28 +25,5 @@ pub fn list() -> Result<()> {
         let status = if cached_vae(name, entry).is_some() { "cached" } else { "-" };
         println!("  {name:<26} {status:<9} {}", entry.description);
     }
-    Ok(())
-}
-
-/// Downloads a model or VAE of the registry into the cache.
-pub fn download(name: &str) -> Result<()> {
-    let registry = Registry::load()?;
-    let path = if let Some(entry) = registry.models.get(name) {
-        if entry.embedded {
-            bail!("`{name}` is embedded in maskdit; there is nothing to download");
-        }
-        let path = fetch_model(name, entry)?;
-        if let Some(vae) = &entry.vae {
-            let vae_path = fetch_vae(vae, registry.vae(vae)?)?;
-            eprintln!("VAE {vae}: {}", vae_path.display());
-        }
-        path
-    } else if let Some(entry) = registry.vaes.get(name) {
-        fetch_vae(name, entry)?
-    } else {
-        let all: Vec<String> = registry.models.keys().chain(registry.vaes.keys()).cloned().collect();
-        bail!(crate::registry::unknown("model or VAE", name, all.iter()));
-    };
-    println!("{}", path.display());
     Ok(())
 }

@@ -7,6 +7,7 @@ mod convert;
 mod device;
 mod download;
 mod encode;
+mod fetch;
 mod generate;
 mod labels;
 mod list;
@@ -14,7 +15,6 @@ mod progress;
 mod registry;
 mod train;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -38,10 +38,7 @@ enum Command {
     /// Download a registry model or VAE into the cache (Hugging Face cache layout).
     ///
     /// Example: maskdit download imagenet256-guidance
-    Download {
-        /// Registry name (see `maskdit list`).
-        name: String,
-    },
+    Download(download::DownloadArgs),
     /// List the registry, marking what is cached.
     ///
     /// Example: maskdit list
@@ -49,15 +46,7 @@ enum Command {
     /// Convert an official PyTorch checkpoint to safetensors.
     ///
     /// Example: maskdit convert 2000000.pt 2000000-ema.safetensors --weights ema
-    Convert {
-        /// The .pt checkpoint.
-        input: PathBuf,
-        /// The .safetensors file to write.
-        output: PathBuf,
-        /// ema or model.
-        #[arg(long, default_value = "ema")]
-        weights: String,
-    },
+    Convert(convert::ConvertArgs),
     /// Time the forward passes, a training step and a sampling step.
     ///
     /// Example: maskdit bench --model DiT-XL/2 --batch 2 --latent-size 32 --iters 3 --json
@@ -73,17 +62,7 @@ enum Command {
     /// Fine-tune from a checkpoint (the unmasking tune stage).
     ///
     /// Example: maskdit finetune --preset imagenet256-finetune --from 2000000.pt --data latents/ --out runs/ft
-    Finetune {
-        /// Starting checkpoint: an official .pt (model + ema; optimiser state not needed) or a
-        /// toolkit checkpoint.
-        #[arg(long)]
-        from: PathBuf,
-        /// Refuse checkpoint keys that do not fit the model instead of skipping them.
-        #[arg(long)]
-        strict: bool,
-        #[command(flatten)]
-        args: train::TrainArgs,
-    },
+    Finetune(train::FinetuneArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,13 +70,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
-        Command::Download { name } => list::download(&name),
-        Command::List => list::list(),
-        Command::Convert { input, output, weights } => convert::convert(&input, &output, &weights),
+        Command::Download(args) => download::run(args),
+        Command::List => list::run(),
+        Command::Convert(args) => convert::run(args),
         Command::Encode(args) => encode::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args, None),
-        Command::Finetune { from, strict, args } => train::run(args, Some((from, strict))),
+        Command::Finetune(args) => train::run(args.train, Some((args.from, args.strict))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,6 @@
 //! `maskdit train` and `maskdit finetune`.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,11 +8,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use clap::Args;
-use maskdit::train::data::{Dataset, LmdbDataset, ShardDataset};
-use maskdit::train::{preset, Start, Trainer, PRESET_NAMES};
-use maskdit::{checkpoint, WeightSet};
+use maskdit::{checkpoint, ModelConfig, WeightSet};
+use maskdit_train::data::{Dataset, LmdbDataset, ShardDataset};
+use maskdit_train::{preset, Precision, Start, TrainOptions, TrainPreset, TrainableModel, Trainer, PRESET_NAMES};
 
-use crate::device::parse_device;
+use crate::device::DeviceChoice;
 use crate::progress;
 
 /// Options shared by `train` and `finetune`.
@@ -63,11 +62,26 @@ pub struct TrainArgs {
     export: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceChoice,
     /// Arithmetic of the passes: f32, or bf16 (mixed precision: bf16 forward and backward on
     /// f32 master weights; meant for CUDA, slow on the CPU).
-    #[arg(long, default_value = "f32")]
-    precision: String,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
+}
+
+/// Options of `finetune`: the starting checkpoint, then those of `train`.
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// Starting checkpoint: an official .pt (model + ema; optimiser state not needed) or a
+    /// toolkit checkpoint.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Refuse checkpoint keys that do not fit the model instead of skipping them.
+    #[arg(long)]
+    pub strict: bool,
+    /// The run.
+    #[command(flatten)]
+    pub train: TrainArgs,
 }
 
 /// Reads the data given on the command line.
@@ -127,61 +141,57 @@ fn forget_log_after(path: &Path, step: u64) -> Result<()> {
                 .is_none_or(|s| s <= step)
         })
         .collect();
-    let mut out = kept.join("\n");
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    let tmp = path.with_extension("jsonl.part");
-    std::fs::write(&tmp, out)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("cannot rewrite {}", path.display()))
+    maskdit_io::write_atomic(path, |file| {
+        use std::io::Write;
+        kept.iter().try_for_each(|line| writeln!(file, "{line}"))
+    })
+    .with_context(|| format!("cannot rewrite {}", path.display()))
 }
 
-/// Runs `train` (from scratch, or `from` weights for `finetune`).
-pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
-    let recipe = preset(&args.preset).with_context(|| format!("presets: {}", PRESET_NAMES.join(", ")))?;
-    let device = parse_device(&args.device)?;
+/// The run settings: the recipe's, with the command line's changes.
+fn run_options(args: &TrainArgs, recipe: &TrainPreset, config: &ModelConfig) -> TrainOptions {
     let mut options = recipe.options.clone();
-    if let Some(v) = args.steps {
-        options.max_steps = v;
-    }
-    if let Some(v) = args.batch {
-        options.batch_size = v;
-    }
-    if let Some(v) = args.grad_accum {
-        options.grad_accum = v;
-    }
-    if let Some(v) = args.lr {
-        options.lr = v;
-    }
-    if let Some(v) = args.seed {
-        options.seed = v;
-    }
+    options.max_steps = args.steps.unwrap_or(options.max_steps);
+    options.batch_size = args.batch.unwrap_or(options.batch_size);
+    options.grad_accum = args.grad_accum.unwrap_or(options.grad_accum);
+    options.lr = args.lr.unwrap_or(options.lr);
+    options.seed = args.seed.unwrap_or(options.seed);
     options.xflip |= args.xflip;
-    options.precision = args.precision.parse()?;
-    let every = args.checkpoint_every.unwrap_or(recipe.checkpoint_every).max(1);
-    let config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            maskdit::ModelConfig::from_json(&text)
-                .with_context(|| format!("{} is not a model configuration", path.display()))?
-        }
-        None => recipe.config.clone(),
-    };
-    options.mae_loss_coef = if config.has_mask_token() { options.mae_loss_coef } else { 0.0 };
+    options.precision = args.precision;
+    if !config.has_mask_token() {
+        options.mae_loss_coef = 0.0;
+    }
+    options
+}
+
+/// The architecture: `--config`, else the recipe's.
+fn run_config(args: &TrainArgs, recipe: &TrainPreset) -> Result<ModelConfig> {
+    let Some(path) = &args.config else { return Ok(recipe.config.clone()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    ModelConfig::from_json(&text).with_context(|| format!("{} is not a model configuration", path.display()))
+}
+
+/// A new run, or the run in `args.out` continued with `--resume`.
+fn start_trainer(
+    args: &TrainArgs,
+    from: Option<(PathBuf, bool)>,
+    recipe: &TrainPreset,
+    device: &candle_core::Device,
+) -> Result<Trainer> {
+    let config = run_config(args, recipe)?;
+    let options = run_options(args, recipe, &config);
     let data = open_data(&args.data, config.in_channels, config.input_size, args.xflip)?;
     let ckpt_dir = args.out.join("checkpoints");
     std::fs::create_dir_all(&ckpt_dir).with_context(|| format!("cannot create {}", ckpt_dir.display()))?;
-
-    let mut trainer = match (args.resume, latest_checkpoint(&ckpt_dir)?) {
+    match (args.resume, latest_checkpoint(&ckpt_dir)?) {
         (true, Some(latest)) => {
             eprintln!("resuming from {}", latest.display());
-            let mut trainer = Trainer::resume(&latest, data, &device)?;
+            let mut trainer = Trainer::resume(&latest, data, device)?;
             forget_log_after(&args.out.join("log.jsonl"), trainer.step_count())?;
             if let Some(steps) = args.steps {
                 trainer.set_max_steps(steps)?;
             }
-            trainer
+            Ok(trainer)
         }
         (true, None) => bail!("--resume: no checkpoint in {}; start without --resume", ckpt_dir.display()),
         (false, Some(latest)) => bail!(
@@ -194,22 +204,36 @@ pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
                 None => Start::Fresh,
                 Some((path, strict)) => load_start(path, &config, *strict)?,
             };
-            Trainer::new(config.clone(), options, data, start, &device)?
+            Ok(Trainer::new(config, options, data, start, device)?)
         }
-    };
+    }
+}
 
+/// Runs `train` (from scratch, or `from` weights for `finetune`).
+pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
+    let recipe = preset(&args.preset).with_context(|| format!("presets: {}", PRESET_NAMES.join(", ")))?;
+    let device = args.device.open()?;
+    let trainer = start_trainer(&args, from, &recipe, &device)?;
+    let every = args.checkpoint_every.unwrap_or(recipe.checkpoint_every).max(1);
+    let Some(trainer) = train_loop(trainer, &args.out, every)? else { return Ok(()) };
+    if let Some(path) = &args.export {
+        checkpoint::save_model(&trainer.ema_weights(), trainer.config(), path)?;
+        eprintln!("wrote the EMA weights to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Trains to the end of the run, logging every step to `out/log.jsonl` and checkpointing every
+/// `every` steps; on Ctrl-C saves a checkpoint and returns `None`.
+fn train_loop(mut trainer: Trainer, out: &Path, every: u64) -> Result<Option<Trainer>> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
         ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("cannot install the Ctrl-C handler")?;
     }
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(args.out.join("log.jsonl"))
-        .with_context(|| format!("cannot open the log in {}", args.out.display()))?;
-    let total = trainer.options().max_steps;
-    let bar = progress::bar(total, "training");
+    let ckpt_dir = out.join("checkpoints");
+    let log = out.join("log.jsonl");
+    let bar = progress::bar(trainer.options().max_steps, "training");
     bar.set_position(trainer.step_count());
     let started = std::time::Instant::now();
     let first_step = trainer.step_count();
@@ -223,13 +247,13 @@ pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
             let path = save(&trainer)?;
             bar.abandon_with_message("interrupted");
             eprintln!("interrupted: saved {}; continue with the same command and --resume", path.display());
-            return Ok(());
+            return Ok(None);
         }
         let report = trainer.train_step()?;
         let rate = (report.step - first_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let line = serde_json::json!({"step": report.step, "loss": report.loss, "lr": report.lr,
             "mask_ratio": report.mask_ratio, "steps_per_s": rate});
-        writeln!(log, "{line}").context("cannot write the log")?;
+        maskdit_io::append_line(&log, &line.to_string()).context("cannot write the training log")?;
         bar.set_message(format!("loss {:.4}", report.loss));
         bar.set_position(report.step);
         if report.step % every == 0 || trainer.finished() {
@@ -237,16 +261,12 @@ pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
         }
     }
     bar.finish_with_message("done");
-    if let Some(path) = &args.export {
-        checkpoint::save_model(&trainer.ema_weights(), trainer.config(), path)?;
-        eprintln!("wrote the EMA weights to {}", path.display());
-    }
-    Ok(())
+    Ok(Some(trainer))
 }
 
 /// Loads starting weights for a fine-tune: model and EMA from an official `.pt` or a toolkit
 /// checkpoint, matched by name; reports what it skipped or reset.
-fn load_start(path: &Path, config: &maskdit::ModelConfig, strict: bool) -> Result<Start> {
+fn load_start(path: &Path, config: &ModelConfig, strict: bool) -> Result<Start> {
     let expected: HashMap<String, Vec<usize>> = maskdit::MaskDit::parameter_shapes(config)?.into_iter().collect();
     let pick = |set: WeightSet| -> Result<HashMap<String, Tensor>> {
         let tensors = checkpoint::read_tensors(path, set)?;
@@ -283,7 +303,7 @@ fn load_start(path: &Path, config: &maskdit::ModelConfig, strict: bool) -> Resul
     };
     let mut reset = Vec::new();
     let mut rng = <rand_chacha::ChaCha12Rng as rand::SeedableRng>::seed_from_u64(0);
-    let fresh = maskdit::train::TrainableModel::fresh(config, &mut rng, &candle_core::Device::Cpu)?;
+    let fresh = TrainableModel::fresh(config, &mut rng, &candle_core::Device::Cpu)?;
     let fresh = fresh.weights()?;
     for name in expected.keys() {
         if !model.contains_key(name) {

@@ -159,6 +159,13 @@ fn mistakes_get_clear_errors() {
     std::fs::write(&corrupt, b"not a checkpoint").unwrap();
     let err = fails(&["generate", "--model", s(&corrupt), "--arch", "DiT-S/8", "--out", o]);
     assert!(err.contains("corrupt.safetensors"), "{err}");
+    // A malformed config.json beside the weights is reported, not silently passed over.
+    let beside = out.join("beside");
+    std::fs::create_dir_all(&beside).unwrap();
+    std::fs::write(beside.join("weights.pt"), b"not a checkpoint").unwrap();
+    std::fs::write(beside.join("config.json"), b"{\"hidden_size\": ").unwrap();
+    let err = fails(&["generate", "--model", s(&beside.join("weights.pt")), "--arch", "DiT-S/8", "--out", o]);
+    assert!(err.contains("config.json") && err.contains("not a model configuration"), "{err}");
     let empty_home = scratch("empty-hf-home");
     let offline = Command::new(env!("CARGO_BIN_EXE_maskdit"))
         .args(["download", "imagenet256-guidance"])
@@ -168,8 +175,21 @@ fn mistakes_get_clear_errors() {
         .unwrap();
     let err = String::from_utf8_lossy(&offline.stderr);
     assert!(!offline.status.success() && err.contains("HF_HUB_OFFLINE"), "{err}");
-    let err = fails(&["generate", "--sampler", "plms", "--out", o]);
-    assert!(err.contains("unknown sampler"), "{err}");
+    // Every choice is checked when the command line is read, and the error lists the choices.
+    for (args, choices) in [
+        (&["generate", "--sampler", "plms"][..], "edm, generalized, ddpm"),
+        (&["generate", "--solver", "rk4"], "euler, heun"),
+        (&["generate", "--weights", "best"], "ema, model"),
+        (&["generate", "--dtype", "f64"], "f32, f16, bf16"),
+        (&["generate", "--device", "gpu"], "cpu, cuda or cuda:N"),
+        (&["bench", "--only", "backward"], "gemm, forward, forward_cfg"),
+        (&["convert", "a.pt", "b.safetensors", "--weights", "opt"], "ema, model"),
+    ] {
+        let err = fails(args);
+        assert!(err.contains("invalid value") && err.contains(choices), "{args:?}: {err}");
+    }
+    let err = fails(&["train", "--preset", "mnist-pretrain", "--data", o, "--out", o, "--precision", "fp8"]);
+    assert!(err.contains("f32, bf16"), "{err}");
     // Nothing that looks complete is left behind by failed runs.
     let pngs = std::fs::read_dir(&out)
         .unwrap()
@@ -205,7 +225,7 @@ fn finetune_from_an_official_checkpoint_writes_loadable_checkpoints() {
             Tensor::randn(0f32, 1.0, (6, 2 * config.in_channels, config.input_size, config.input_size), &Device::Cpu)
                 .unwrap();
         let labels: Vec<usize> = (0..6).map(|k| (k + i) % config.num_classes).collect();
-        maskdit::train::data::write_shard(
+        maskdit_train::data::write_shard(
             &shards.join(format!("shard-{i:05}.safetensors")),
             "moments",
             &moments,

@@ -87,7 +87,6 @@ impl TimestepEmbedder {
 #[derive(Debug, Clone)]
 pub struct LabelEmbedder {
     table: Linear,
-    num_classes: usize,
 }
 
 impl LabelEmbedder {
@@ -95,16 +94,11 @@ impl LabelEmbedder {
     pub fn new(vb: &VarBuilder, num_classes: usize, width: usize) -> Result<Self> {
         let table =
             Linear::new(&vb.pp("embedding_table"), num_classes, width, false, Init::Randn { mean: 0.0, stdev: 0.02 })?;
-        Ok(Self { table, num_classes })
+        Ok(Self { table })
     }
 
     /// `(N, classes)` one-hot rows → `(N, width)`.
     pub fn forward(&self, labels: &Tensor, kernels: Kernels) -> Result<Tensor> {
         self.table.apply(labels, kernels)
-    }
-
-    /// Number of classes.
-    pub fn num_classes(&self) -> usize {
-        self.num_classes
     }
 }

@@ -66,18 +66,22 @@ pub enum Error {
         found: Vec<usize>,
     },
 
-    /// Training produced a NaN or infinite loss.
-    #[error("the loss became {loss} at step {step}; the last checkpoint is intact (lower the learning rate or check the data)")]
-    NonFinite {
-        /// The step that failed.
-        step: u64,
-        /// The loss value.
-        loss: f64,
-    },
+    /// Sampling failed.
+    #[error(transparent)]
+    Sampler(#[from] maskdit_sampler::Error),
 
     /// An input tensor does not fit the model (wrong shape, wrong label width, bad mask).
     #[error("invalid input: {0}")]
     Input(String),
+}
+
+impl From<maskdit_io::Error> for Error {
+    fn from(err: maskdit_io::Error) -> Self {
+        match err {
+            maskdit_io::Error::Io { path, source } => Self::Io { path, source },
+            maskdit_io::Error::Format { path, reason } => Self::Checkpoint { path, reason },
+        }
+    }
 }
 
 /// Result type of the `maskdit` crate.

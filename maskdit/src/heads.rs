@@ -3,7 +3,6 @@
 use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
 
-use crate::embed::xavier_uniform;
 use crate::ops::{layer_norm, modulate, Kernels, Linear};
 use crate::Result;
 
@@ -16,10 +15,10 @@ pub struct ModulatedProjection {
 }
 
 impl ModulatedProjection {
-    /// Reads `linear` (in → out) and `adaLN_modulation.1` (cond → 2·in).
-    pub fn new(vb: &VarBuilder, in_width: usize, out_width: usize, cond_width: usize, zero_init: bool) -> Result<Self> {
-        let init = if zero_init { Init::Const(0.0) } else { xavier_uniform(in_width, out_width) };
-        let linear = Linear::new(&vb.pp("linear"), in_width, out_width, true, init)?;
+    /// Reads `linear` (in → out) and `adaLN_modulation.1` (cond → 2·in); both start at zero
+    /// in a fresh model (adaLN-Zero).
+    pub fn new(vb: &VarBuilder, in_width: usize, out_width: usize, cond_width: usize) -> Result<Self> {
+        let linear = Linear::new(&vb.pp("linear"), in_width, out_width, true, Init::Const(0.0))?;
         let ada_ln = Linear::new(&vb.pp("adaLN_modulation.1"), cond_width, 2 * in_width, true, Init::Const(0.0))?;
         Ok(Self { linear, ada_ln })
     }

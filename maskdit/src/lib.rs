@@ -22,11 +22,14 @@
 //! let labels = Tensor::zeros((2, 1000), DType::F32, &Device::Cpu)?; // null labels
 //! let denoised = model.denoise(&x, &sigma, Some(&labels))?;
 //! // Classifier-free guidance at scale 1.5, both halves in one batched call:
-//! let guided = Guided::new(&model, 1.5).denoise(&x, &sigma, Some(&labels)).unwrap();
+//! let guided = Guided::new(&model, 1.5).denoise(&x, &sigma, Some(&labels))?;
 //! # let _ = (denoised, guided);
 //! # Ok(())
 //! # }
 //! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod block;
 pub mod checkpoint;
@@ -36,15 +39,16 @@ mod error;
 pub mod flops;
 pub mod heads;
 pub mod kernels;
+pub mod labels;
 pub mod mask;
 pub mod model;
 pub mod ops;
 pub mod pos_embed;
 pub mod precond;
-pub mod train;
 
 pub use checkpoint::WeightSet;
 pub use config::ModelConfig;
 pub use error::{Error, Result};
+pub use labels::one_hot;
 pub use mask::Mask;
-pub use model::{MaskDit, MaskedOutput};
+pub use model::MaskDit;

@@ -42,19 +42,9 @@ pub struct MaskDit {
     final_layer: ModulatedProjection,
 }
 
-/// What the training forward returns.
-#[derive(Debug, Clone)]
-pub struct MaskedOutput {
-    /// The denoised images D(x; σ), `(N, C, H, W)`; at removed patches this is the decoder's
-    /// reconstruction (or zero network output without a decoder).
-    pub denoised: Tensor,
-    /// The binary mask `(N, L)` (1 = removed), when a mask was applied.
-    pub mask: Option<Tensor>,
-}
-
 impl MaskDit {
     /// Builds the network from a var builder rooted at the state dict's top level (the
-    /// `model.` prefix is added here). For training, see [`crate::train::TrainableModel`].
+    /// `model.` prefix is added here). For training, see `maskdit_train::TrainableModel`.
     pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
         let vb = vb.pp("model");
@@ -73,7 +63,7 @@ impl MaskDit {
             .collect::<Result<Vec<_>>>()?;
         let decoder = if c.use_decoder {
             let dw = c.decoder_hidden_size;
-            let layer = ModulatedProjection::new(&vb.pp("decoder_layer"), width, dw, width, true)?;
+            let layer = ModulatedProjection::new(&vb.pp("decoder_layer"), width, dw, width)?;
             let pos_embed = vb.get_with_hints((1, c.num_patches(), dw), "decoder_pos_embed", Init::Const(0.0))?;
             let blocks = (0..c.decoder_depth)
                 .map(|i| {
@@ -90,8 +80,7 @@ impl MaskDit {
             None
         };
         let out_width = c.patch_size * c.patch_size * c.in_channels;
-        let final_layer =
-            ModulatedProjection::new(&vb.pp("final_layer"), c.final_hidden_size(), out_width, width, true)?;
+        let final_layer = ModulatedProjection::new(&vb.pp("final_layer"), c.final_hidden_size(), out_width, width)?;
         Ok(Self {
             config: config.clone(),
             dtype: vb.dtype(),
@@ -136,16 +125,6 @@ impl MaskDit {
     /// The device of the weights.
     pub fn device(&self) -> &Device {
         &self.device
-    }
-
-    /// Expands `sigma` (a scalar, `(1,)` or `(N,)`) to one noise level per sample, `(N,)` f32.
-    fn per_sample_sigma(sigma: &Tensor, batch: usize) -> Result<Tensor> {
-        let sigma = sigma.to_dtype(DType::F32)?.flatten_all()?;
-        match sigma.elem_count() {
-            1 => Ok(sigma.broadcast_as(batch)?.contiguous()?),
-            n if n == batch => Ok(sigma),
-            n => Err(Error::Input(format!("got {n} noise levels for a batch of {batch}"))),
-        }
     }
 
     /// Checks the label rows, or makes null rows when `labels` is `None`.
@@ -239,7 +218,7 @@ impl MaskDit {
         kernels: Kernels,
     ) -> Result<Tensor> {
         let batch = self.check_input(x)?;
-        let sigma = Self::per_sample_sigma(sigma, batch)?;
+        let sigma = maskdit_sampler::per_sample_sigma(sigma, batch)?;
         let labels = self.label_rows(labels, batch)?;
         let k = EdmCoefficients::new(&sigma)?;
         let x32 = x.to_dtype(DType::F32)?;
@@ -255,17 +234,17 @@ impl MaskDit {
         self.precondition(x, sigma, labels, None, Kernels::Fused)
     }
 
-    /// Training forward: differentiable kernels; with a mask, the encoder sees only the kept
-    /// tokens and the removed ones are reconstructed by the decoder.
+    /// Training forward with differentiable kernels: the denoised images D(x; σ) `(N, C, H, W)`.
+    /// With a mask the encoder sees only the kept tokens; at removed patches the output is the
+    /// decoder's reconstruction (or the network's zero output without a decoder).
     pub fn denoise_train(
         &self,
         x: &Tensor,
         sigma: &Tensor,
         labels: Option<&Tensor>,
         mask: Option<&Mask>,
-    ) -> Result<MaskedOutput> {
-        let denoised = self.precondition(x, sigma, labels, mask, Kernels::Differentiable)?;
-        Ok(MaskedOutput { denoised, mask: mask.map(|m| m.binary().clone()) })
+    ) -> Result<Tensor> {
+        self.precondition(x, sigma, labels, mask, Kernels::Differentiable)
     }
 }
 

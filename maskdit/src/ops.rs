@@ -1,6 +1,8 @@
-//! The two kernel families a forward pass can use: candle's fused inference kernels, or
-//! differentiable compositions that backpropagate (candle's fused `softmax_last_dim` and
-//! `layer_norm` have no backward pass and would silently stop gradients).
+//! The network's building operations and the two ways a forward pass can compute them. On the
+//! CPU in f32 the toolkit's fused kernels ([`crate::kernels`]), which backpropagate, serve both
+//! ways; on other devices and dtypes inference uses candle's fused layer norm and softmax, which
+//! have no backward pass and would silently stop gradients, and training their differentiable
+//! compositions.
 
 use candle_core::{DType, Module, Tensor, D};
 
@@ -9,11 +11,10 @@ use crate::Result;
 /// Which implementation of layer norm, softmax and matrix products a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
-    /// Inference: fused kernels, and on the CPU matrix products whose rows never depend on the
-    /// batch around them (see [`Linear::apply`]).
+    /// Inference: on the CPU, matrix products whose rows never depend on the batch around them
+    /// (see [`Linear::apply`]); elsewhere candle's fused layer norm and softmax (no backward).
     Fused,
-    /// Training: plain tensor ops that support backpropagation; batches folded into one
-    /// matrix product.
+    /// Training: every operation backpropagates; batches folded into one matrix product.
     Differentiable,
 }
 

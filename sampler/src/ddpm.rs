@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::{Denoiser, Error, NoiseSource, Result};
+use crate::{Denoiser, Error, NoiseSource, Result, Step};
 
 /// Settings of the ancestral DDPM sampler: 1000 training steps with linear β from 1e-4 to
 /// 0.02, `num_steps` steps at `linspace(0, 999, num_steps).round()`, the "fixed small"
@@ -66,14 +66,15 @@ impl DdpmOptions {
     }
 
     /// Samples from `x_T` `(N, C, H, W)` (unit normal); returns f32 samples. `noise` step `k`
-    /// is added after step `k` (the last step adds none).
+    /// is added after step `k` (the last step adds none). `on_step` sees every step, with `x`
+    /// the state before it (in the DDPM scaling, √ᾱ·(x₀ + σ·ε)).
     pub fn sample(
         &self,
         denoiser: &dyn Denoiser,
         x_t: &Tensor,
         labels: Option<&Tensor>,
         noise: &mut dyn NoiseSource,
-        progress: &mut dyn FnMut(usize),
+        on_step: &mut dyn FnMut(&Step<'_>),
     ) -> Result<Tensor> {
         self.validate()?;
         let abar = self.alphas_cumprod();
@@ -89,6 +90,7 @@ impl DdpmOptions {
             let x_in = (&x / a_t.sqrt())?.to_dtype(DType::F32)?;
             let sigma_in = Tensor::full(sigma as f32, batch, device)?;
             let x0 = denoiser.denoise(&x_in, &sigma_in, labels)?.to_dtype(DType::F64)?;
+            on_step(&Step { index: k, total: steps.len(), sigma, x: &x, denoised: &x0 });
             let alpha = a_t / a_prev;
             let beta = 1.0 - alpha;
             let coef_x0 = a_prev.sqrt() * beta / (1.0 - a_t);
@@ -98,7 +100,6 @@ impl DdpmOptions {
                 let variance = ((1.0 - a_prev) / (1.0 - a_t) * beta).max(1e-20);
                 x = (x + (noise.noise(k, &dims, device)? * variance.sqrt())?)?;
             }
-            progress(k + 1);
         }
         Ok(x.to_dtype(DType::F32)?)
     }

@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// A denoiser D(x; σ, y) ≈ E[x₀ | x]: the network of an EDM-preconditioned diffusion model.
 pub trait Denoiser {
@@ -14,5 +14,15 @@ pub trait Denoiser {
 impl<D: Denoiser + ?Sized> Denoiser for &D {
     fn denoise(&self, x: &Tensor, sigma: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
         (**self).denoise(x, sigma, labels)
+    }
+}
+
+/// `sigma` (a scalar, `(1,)` or `(N,)`) as one f32 noise level per sample, `(N,)`.
+pub fn per_sample_sigma(sigma: &Tensor, batch: usize) -> Result<Tensor> {
+    let sigma = sigma.to_dtype(candle_core::DType::F32)?.flatten_all()?;
+    match sigma.elem_count() {
+        1 => Ok(sigma.broadcast_as(batch)?.contiguous()?),
+        n if n == batch => Ok(sigma),
+        n => Err(Error::Option(format!("{n} noise levels for a batch of {batch}"))),
     }
 }

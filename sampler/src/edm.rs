@@ -5,10 +5,11 @@
 use candle_core::{DType, Tensor};
 
 use crate::schedule::{NoiseSchedule, Scaling, Schedule, VpParams};
-use crate::{Denoiser, Error, NoiseSource, Result};
+use crate::{Denoiser, Error, NoiseSource, Result, Step};
 
 /// The ODE solver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Solver {
     /// First order.
     Euler,
@@ -18,6 +19,7 @@ pub enum Solver {
 
 /// How the noise levels of the steps are spaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Discretization {
     /// Polynomial spacing with exponent ρ (EDM).
     Edm,
@@ -28,31 +30,6 @@ pub enum Discretization {
     /// The noise levels of improved DDPM's cosine schedule.
     Iddpm,
 }
-
-macro_rules! parse_enum {
-    ($ty:ty, $what:literal, { $($name:literal => $value:expr),+ $(,)? }) => {
-        impl std::str::FromStr for $ty {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
-                match s {
-                    $($name => Ok($value),)+
-                    other => Err(Error::Option(format!(
-                        concat!("unknown ", $what, " `{}`; expected one of: {}"),
-                        other,
-                        [$($name),+].join(", ")
-                    ))),
-                }
-            }
-        }
-    };
-}
-
-parse_enum!(Solver, "solver", { "euler" => Solver::Euler, "heun" => Solver::Heun });
-parse_enum!(Discretization, "discretization", {
-    "edm" => Discretization::Edm, "vp" => Discretization::Vp, "ve" => Discretization::Ve, "iddpm" => Discretization::Iddpm,
-});
-parse_enum!(Schedule, "schedule", { "linear" => Schedule::Linear, "vp" => Schedule::Vp, "ve" => Schedule::Ve });
-parse_enum!(Scaling, "scaling", { "none" => Scaling::None, "vp" => Scaling::Vp });
 
 /// Settings of the generalized EDM sampler; defaults are the reference's.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,21 +172,43 @@ impl EdmOptions {
         }
     }
 
-    /// Samples from the initial unit-normal `latents` `(N, C, H, W)`; returns f32 samples.
-    /// `progress` is called with the number of finished steps after each step.
+    /// Samples from the initial unit-normal `latents` `(N, C, H, W)` over this sampler's
+    /// noise levels ([`Self::sigma_steps`]); returns f32 samples. `on_step` sees every step.
     pub fn sample(
         &self,
         denoiser: &dyn Denoiser,
         latents: &Tensor,
         labels: Option<&Tensor>,
         noise: &mut dyn NoiseSource,
-        progress: &mut dyn FnMut(usize),
+        on_step: &mut dyn FnMut(&Step<'_>),
     ) -> Result<Tensor> {
         self.validate()?;
+        self.sample_sigmas(denoiser, latents, labels, noise, &self.sigma_steps(), on_step)
+    }
+
+    /// Samples over the given noise levels `sigmas`, σ_0 > … > σ_{N−1} > 0 (a final step to 0
+    /// follows), with this sampler's solver, schedule, scaling and churn; `num_steps`,
+    /// `sigma_min`/`sigma_max` and the discretization are not used, except that the VP schedule
+    /// takes its parameters from the σ range.
+    pub fn sample_sigmas(
+        &self,
+        denoiser: &dyn Denoiser,
+        latents: &Tensor,
+        labels: Option<&Tensor>,
+        noise: &mut dyn NoiseSource,
+        sigmas: &[f64],
+        on_step: &mut dyn FnMut(&Step<'_>),
+    ) -> Result<Tensor> {
+        if sigmas.is_empty() || sigmas.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(Error::Option("the noise levels must be finite and positive".into()));
+        }
+        if sigmas.windows(2).any(|w| w[1] >= w[0]) {
+            return Err(Error::Option("the noise levels must decrease".into()));
+        }
         let sched = self.schedule();
-        let mut t_steps: Vec<f64> = self.sigma_steps().into_iter().map(|s| sched.sigma_inv(s)).collect();
+        let mut t_steps: Vec<f64> = sigmas.iter().map(|&s| sched.sigma_inv(s)).collect();
         t_steps.push(0.0);
-        let n = self.num_steps;
+        let n = sigmas.len();
         let dims = latents.dims().to_vec();
         let batch = dims[0];
         let device = latents.device();
@@ -236,7 +235,9 @@ impl EdmOptions {
                 x_hat = (x_hat + (noise.noise(i, &dims, device)? * spread)?)?;
             }
             let h = t_next - t_hat;
-            let d_cur = slope(&x_hat, &denoise(&x_hat, t_hat)?, t_hat)?;
+            let denoised = denoise(&x_hat, t_hat)?;
+            let d_cur = slope(&x_hat, &denoised, t_hat)?;
+            on_step(&Step { index: i, total: n, sigma: sched.sigma(t_hat), x: &x_hat, denoised: &denoised });
             x = if self.solver == Solver::Euler || i == n - 1 {
                 (&x_hat + (&d_cur * h)?)?
             } else {
@@ -246,7 +247,6 @@ impl EdmOptions {
                 let w = 1.0 / (2.0 * self.alpha);
                 (&x_hat + (((&d_cur * (1.0 - w))? + (d_prime * w)?)? * h)?)?
             };
-            progress(i + 1);
         }
         Ok(x.to_dtype(DType::F32)?)
     }

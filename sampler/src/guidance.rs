@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 
-use crate::{Denoiser, Result};
+use crate::{per_sample_sigma, Denoiser, Result};
 
 /// Guides a conditional denoiser: `uncond + scale·(cond − uncond)`, where the conditional and
 /// null-label (all-zero row) halves are evaluated in one batched call. A scale of 1, or no
@@ -32,8 +32,7 @@ impl<D: Denoiser> Denoiser for Guided<D> {
             _ => return self.inner.denoise(x, sigma, labels),
         };
         let batch = x.dim(0)?;
-        let sigma = sigma.flatten_all()?;
-        let sigma = if sigma.elem_count() == 1 { sigma.broadcast_as(batch)?.contiguous()? } else { sigma };
+        let sigma = per_sample_sigma(sigma, batch)?;
         let both = self.inner.denoise(
             &Tensor::cat(&[x, x], 0)?,
             &Tensor::cat(&[&sigma, &sigma], 0)?,

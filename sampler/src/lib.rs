@@ -1,6 +1,7 @@
 //! Samplers for EDM-preconditioned diffusion models: the generalized EDM sampler (EDM's Heun
 //! sampler among its settings), ancestral DDPM, and classifier-free guidance as a denoiser
-//! wrapper. Step arithmetic is f64, as in the reference; the denoiser sees f32.
+//! wrapper. Step arithmetic is f64, as in the reference; the denoiser sees f32. Every sampler
+//! reports each step (state, denoised estimate, σ) to a callback.
 //!
 //! ```no_run
 //! use candle_core::{Device, Tensor};
@@ -10,7 +11,9 @@
 //! let mut noise = SeededNoise::new(&[0, 1, 2, 3]);
 //! let latents = noise.latents(&[4, 32, 32], &Device::Cpu)?;
 //! let guided = Guided::new(model, 1.5);
-//! EdmOptions::heun(40).sample(&guided, &latents, Some(labels), &mut noise, &mut |_| {})
+//! EdmOptions::heun(40).sample(&guided, &latents, Some(labels), &mut noise, &mut |step| {
+//!     eprintln!("step {}/{} at sigma {:.3}", step.done(), step.total, step.sigma)
+//! })
 //! # }
 //! ```
 
@@ -21,14 +24,16 @@ mod error;
 mod guidance;
 mod noise;
 mod schedule;
+mod step;
 
 pub use ddpm::DdpmOptions;
-pub use denoiser::Denoiser;
+pub use denoiser::{per_sample_sigma, Denoiser};
 pub use edm::{Discretization, EdmOptions, Solver};
 pub use error::{Error, Result};
 pub use guidance::Guided;
 pub use noise::{NoiseSource, RecordedNoise, SeededNoise};
 pub use schedule::{Scaling, Schedule, VpParams};
+pub use step::Step;
 
 /// A sampler with its settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,18 +45,18 @@ pub enum Sampler {
 }
 
 impl Sampler {
-    /// Runs the sampler from unit-normal `latents`.
+    /// Runs the sampler from unit-normal `latents`; `on_step` sees every step.
     pub fn sample(
         &self,
         denoiser: &dyn Denoiser,
         latents: &candle_core::Tensor,
         labels: Option<&candle_core::Tensor>,
         noise: &mut dyn NoiseSource,
-        progress: &mut dyn FnMut(usize),
+        on_step: &mut dyn FnMut(&Step<'_>),
     ) -> Result<candle_core::Tensor> {
         match self {
-            Self::Edm(o) => o.sample(denoiser, latents, labels, noise, progress),
-            Self::Ddpm(o) => o.sample(denoiser, latents, labels, noise, progress),
+            Self::Edm(o) => o.sample(denoiser, latents, labels, noise, on_step),
+            Self::Ddpm(o) => o.sample(denoiser, latents, labels, noise, on_step),
         }
     }
 

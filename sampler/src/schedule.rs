@@ -24,6 +24,7 @@ impl VpParams {
 
 /// How the noise level depends on time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Schedule {
     /// σ(t) = t.
     Linear,
@@ -35,6 +36,7 @@ pub enum Schedule {
 
 /// How the state is scaled over time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Scaling {
     /// s(t) = 1.
     None,

@@ -17,13 +17,9 @@ fn main() {
         .unsqueeze(1)
         .unwrap();
     let labels: Vec<u8> = data["labels"].narrow(0, 0, 64).unwrap().to_vec1().unwrap();
-    let onehot: Vec<f32> =
-        labels.iter().flat_map(|&l| (0..10).map(move |j| if j == l as usize { 1.0 } else { 0.0 })).collect();
-    let y = Tensor::from_vec(onehot, (64, 10), &Device::Cpu).unwrap();
+    let y = maskdit::one_hot(labels.iter().map(|&l| l as usize), 10, &Device::Cpu).unwrap();
     // The same at a high noise level with the wrong class and with no class: conditioning at work.
-    let wrong: Vec<f32> =
-        labels.iter().flat_map(|&l| (0..10).map(move |j| if j == (l as usize + 5) % 10 { 1.0 } else { 0.0 })).collect();
-    let wrong = Tensor::from_vec(wrong, (64, 10), &Device::Cpu).unwrap();
+    let wrong = maskdit::one_hot(labels.iter().map(|&l| (l as usize + 5) % 10), 10, &Device::Cpu).unwrap();
     let null = Tensor::zeros((64, 10), DType::F32, &Device::Cpu).unwrap();
     for sigma in [3.0f32, 10.0] {
         let noise = Tensor::randn(0f32, 1.0, x0.dims(), &Device::Cpu).unwrap();

@@ -6,7 +6,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
 use super::product::{self, Operand, Threads};
-use super::{contiguous_slice, fast_exp};
+use super::{contiguous_slice, fast_exp, SharedMut};
 
 /// `(N, L, 3·width)` packed `[q | k | v]` (heads side by side in each) → `(N, L, width)`, the
 /// heads' outputs side by side; differentiable. f32 on the CPU only: see [`applies`].
@@ -70,15 +70,18 @@ unsafe fn head_product(
     (rhs, rhs_strides): (*const f32, (usize, usize)),
     beta: f32,
 ) {
-    product::product(
-        dims,
-        Operand { ptr: dst, strides: dst_strides },
-        false,
-        Operand { ptr: lhs, strides: lhs_strides },
-        Operand { ptr: rhs, strides: rhs_strides },
-        beta,
-        Threads::Calling,
-    )
+    // SAFETY: the caller upholds `product`'s contract for these matrices.
+    unsafe {
+        product::product(
+            dims,
+            Operand { ptr: dst, strides: dst_strides },
+            false,
+            Operand { ptr: lhs, strides: lhs_strides },
+            Operand { ptr: rhs, strides: rhs_strides },
+            beta,
+            Threads::Calling,
+        )
+    }
 }
 
 /// The attention weights of one head, row-major `(L, L)`, into `weights`.
@@ -89,9 +92,14 @@ unsafe fn head_product(
 #[inline(always)]
 unsafe fn head_weights(dims: Dims, qkv: *const f32, weights: &mut [f32]) {
     let (l, d, row) = (dims.tokens, dims.head_dim, 3 * dims.width);
-    let keys = qkv.add(dims.width);
-    // scores = q · kᵀ · scale: kᵀ is k read with its strides swapped.
-    head_product((l, l, d), (weights.as_mut_ptr(), (l, 1)), (qkv, (row, 1)), (keys, (1, row)), dims.scale());
+    // SAFETY: the caller guarantees `qkv` addresses this head's queries in a tensor of geometry
+    // `dims`, so its keys lie `width` further and every (L, d) read stays inside the tensor;
+    // `weights` is an exclusive (L, L) buffer.
+    unsafe {
+        let keys = qkv.add(dims.width);
+        // scores = q · kᵀ · scale: kᵀ is k read with its strides swapped.
+        head_product((l, l, d), (weights.as_mut_ptr(), (l, 1)), (qkv, (row, 1)), (keys, (1, row)), dims.scale());
+    }
     for scores in weights.chunks_mut(l) {
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         scores.iter_mut().for_each(|s| *s = fast_exp::exp(*s - max));
@@ -116,20 +124,6 @@ fn for_each_head(dims: Dims, scratch_matrices: usize, task: impl Fn(usize, usize
         run(0..tasks);
     } else {
         candle_core::utils::barrier_pool().execute_chunked(tasks, run);
-    }
-}
-
-/// A raw pointer that worker threads may share; each writes a disjoint part of its memory.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: the kernels below only write disjoint (sample, head) column blocks through it.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

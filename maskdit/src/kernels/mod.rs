@@ -8,6 +8,7 @@
 mod attention;
 mod fast_exp;
 mod gelu;
+pub mod in_place;
 mod layer_norm;
 mod linear;
 mod modulation;
@@ -59,19 +60,36 @@ pub(crate) fn fill_chunks(out: &mut [f32], chunk_len: usize, fill: impl Fn(usize
     }
     let total = out.len();
     let chunks = total.div_ceil(chunk_len);
-    let base = out.as_mut_ptr() as usize;
+    let base = SharedMut(out.as_mut_ptr());
     candle_core::utils::barrier_pool().execute_chunked(chunks, |range| {
         let start = range.start * chunk_len;
         let end = (range.end * chunk_len).min(total);
         // SAFETY: `execute_chunked` hands out disjoint ranges of chunk indices, so the element
         // ranges `start..end` are disjoint, in bounds of `out`, and `out` outlives the call.
-        let part = unsafe { std::slice::from_raw_parts_mut((base as *mut f32).add(start), end - start) };
+        let part = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
         wide(|| {
             for (offset, chunk) in part.chunks_mut(chunk_len).enumerate() {
                 fill(range.start + offset, chunk);
             }
         });
     });
+}
+
+/// A raw pointer that worker threads may share, each writing a disjoint part of its memory.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut(pub(crate) *mut f32);
+
+// SAFETY: a `SharedMut` is only created over a buffer that outlives the parallel section it is
+// used in, and every user writes through it to parts no other task touches.
+unsafe impl Send for SharedMut {}
+// SAFETY: as for `Send`: no two tasks access the same elements.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
 }
 
 /// Width of the last dimension of `layout`'s shape (1 for a scalar).

@@ -40,25 +40,28 @@ pub(crate) unsafe fn product(
         Threads::Calling => Parallelism::None,
     };
     let alpha = if accumulate { 1.0 } else { 0.0 };
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst.ptr,
-        dst.strides.1 as isize,
-        dst.strides.0 as isize,
-        accumulate,
-        lhs.ptr,
-        lhs.strides.1 as isize,
-        lhs.strides.0 as isize,
-        rhs.ptr,
-        rhs.strides.1 as isize,
-        rhs.strides.0 as isize,
-        alpha,
-        beta,
-        false,
-        false,
-        false,
-        parallelism,
-    )
+    // SAFETY: the caller guarantees the matrices' extents, validity and exclusivity.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            dst.strides.1 as isize,
+            dst.strides.0 as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.strides.1 as isize,
+            lhs.strides.0 as isize,
+            rhs.ptr,
+            rhs.strides.1 as isize,
+            rhs.strides.0 as isize,
+            alpha,
+            beta,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
 }

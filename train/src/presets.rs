@@ -1,7 +1,8 @@
 //! Training recipes: the official MaskDiT configurations and the toolkit's own MNIST model.
 
-use super::{Precision, TrainOptions};
-use crate::{Error, ModelConfig, Result};
+use maskdit::ModelConfig;
+
+use crate::{Error, Precision, Result, TrainOptions};
 
 /// A named recipe: architecture, run settings and checkpoint interval.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,10 +10,12 @@ use rand_chacha::ChaCha12Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::data::Dataset;
-use super::{ramped_lr, AdamW, AdamWConfig, EdmLoss, Ema, MaskSchedule, TrainableModel};
-use crate::checkpoint::{read_training_checkpoint, write_training_checkpoint, TrainingCheckpoint};
-use crate::{Error, Mask, ModelConfig, Result};
+use maskdit::{Mask, ModelConfig};
+
+use crate::data::Dataset;
+use crate::{
+    ramped_lr, AdamW, AdamWConfig, EdmLoss, Ema, Error, MaskSchedule, Result, TrainableModel, TrainingCheckpoint,
+};
 
 /// Settings of a training run (serialised into its checkpoints).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +69,7 @@ fn default_p_std() -> f64 {
 
 /// Arithmetic of a training step's forward and backward passes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Everything in f32.
@@ -83,18 +86,6 @@ impl Precision {
         match self {
             Self::F32 => DType::F32,
             Self::Bf16 => DType::BF16,
-        }
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(Self::F32),
-            "bf16" => Ok(Self::Bf16),
-            other => Err(Error::Config(format!("unknown precision `{other}`; use f32 or bf16 (mixed)"))),
         }
     }
 }
@@ -323,8 +314,8 @@ impl Trainer {
         let [c, h, w] = self.dataset.dims();
         let classes = self.config.num_classes;
         let mut values = Vec::with_capacity(n * c * h * w);
-        let mut labels = vec![0f32; n * classes];
-        for row in 0..n {
+        let mut labels = Vec::with_capacity(n);
+        for _ in 0..n {
             let index = self.next_index();
             let mut example = self.dataset.get(index, &mut self.rng)?;
             if self.options.xflip && self.rng.random::<f64>() < 0.5 {
@@ -341,13 +332,11 @@ impl Trainer {
                     )));
                 }
                 let dropped = self.rng.random::<f64>() < self.options.class_dropout_prob;
-                if !dropped {
-                    labels[row * classes + example.label] = 1.0;
-                }
+                labels.push((!dropped).then_some(example.label));
             }
         }
         let images = Tensor::from_vec(values, (n, c, h, w), device)?;
-        let labels = (classes > 0).then(|| Tensor::from_vec(labels, (n, classes), device)).transpose()?;
+        let labels = (classes > 0).then(|| maskdit::one_hot(labels, classes, device)).transpose()?;
         Ok((images, labels))
     }
 
@@ -370,7 +359,7 @@ impl Trainer {
             let (images, labels) = self.micro_batch(micro, &device)?;
             let rnd_normal = Tensor::from_vec(self.normal(micro), micro, &device)?;
             let noise = Tensor::from_vec(self.normal(images.elem_count()), images.dims(), &device)?;
-            let mask = if mask_ratio > 0.0 && crate::mask::kept_tokens(length, mask_ratio) < length {
+            let mask = if mask_ratio > 0.0 && maskdit::mask::kept_tokens(length, mask_ratio) < length {
                 Some(Mask::random(micro, length, mask_ratio, &mut self.rng, &device)?)
             } else {
                 None
@@ -410,22 +399,20 @@ impl Trainer {
             rng_word_pos: word_pos.to_string(),
         };
         debug_assert_eq!(opt_steps, self.step);
-        write_training_checkpoint(
-            path,
-            &TrainingCheckpoint {
-                config: self.config.clone(),
-                options: serde_json::to_value(&self.options).map_err(|e| Error::Config(e.to_string()))?,
-                state: serde_json::to_value(&state).map_err(|e| Error::Config(e.to_string()))?,
-                model: self.model.weights()?,
-                ema: self.ema_weights(),
-                optimizer: opt_state.into_iter().collect(),
-            },
-        )
+        TrainingCheckpoint {
+            config: self.config.clone(),
+            options: serde_json::to_value(&self.options).map_err(|e| Error::Config(e.to_string()))?,
+            state: serde_json::to_value(&state).map_err(|e| Error::Config(e.to_string()))?,
+            model: self.model.weights()?,
+            ema: self.ema_weights(),
+            optimizer: opt_state.into_iter().collect(),
+        }
+        .write(path)
     }
 
     /// Continues the run saved at `path` on `dataset`, exactly where it stopped.
     pub fn resume(path: &Path, dataset: Box<dyn Dataset>, device: &Device) -> Result<Self> {
-        let ckpt = read_training_checkpoint(path)?;
+        let ckpt = TrainingCheckpoint::read(path)?;
         let bad = |what: &str| Error::Checkpoint { path: path.to_path_buf(), reason: format!("bad {what}") };
         let options: TrainOptions =
             serde_json::from_value(ckpt.options.clone()).map_err(|_| bad("training options"))?;

@@ -2,7 +2,8 @@
 
 use candle_core::{Tensor, Var};
 
-use super::in_place::{self, Average};
+use maskdit::kernels::in_place::{self, Average};
+
 use crate::Result;
 
 /// `ema ← decay·ema + (1 − decay)·param` for every parameter, after every step.

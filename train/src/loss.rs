@@ -2,7 +2,9 @@
 
 use candle_core::{DType, Tensor, D};
 
-use crate::{Mask, MaskDit, Result};
+use maskdit::{Mask, MaskDit};
+
+use crate::Result;
 
 /// EDM's noise distribution and weighting (ln σ ~ N(P_mean, P_std²), σ_data = 0.5), plus the
 /// weight of the MAE loss in masked training.
@@ -44,7 +46,7 @@ impl EdmLoss {
         let sd2 = self.sigma_data * self.sigma_data;
         let weight = ((s.sqr()? + sd2)? / (&s * self.sigma_data)?.sqr()?)?;
         let noisy = (images + noise.broadcast_mul(&s)?)?;
-        let denoised = model.denoise_train(&noisy, &sigma, labels, mask)?.denoised;
+        let denoised = model.denoise_train(&noisy, &sigma, labels, mask)?;
         let err = (&denoised - images)?.sqr()?.broadcast_mul(&weight)?;
         let Some(mask) = mask else {
             return Ok(err.flatten_from(1)?.mean(1)?);

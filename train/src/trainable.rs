@@ -9,9 +9,11 @@ use rand::Rng;
 use rand_chacha::ChaCha12Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::model::FROZEN_PARAMETERS;
-use crate::pos_embed::sincos_2d;
-use crate::{MaskDit, ModelConfig, Result};
+use maskdit::model::FROZEN_PARAMETERS;
+use maskdit::pos_embed::sincos_2d;
+use maskdit::{MaskDit, ModelConfig};
+
+use crate::Result;
 
 /// A [`MaskDit`] built on variables, with the parameter lists training needs.
 pub struct TrainableModel {

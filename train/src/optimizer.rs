@@ -2,7 +2,8 @@
 
 use candle_core::{backprop::GradStore, Tensor, Var};
 
-use super::in_place::{self, AdamWUpdate, Average};
+use maskdit::kernels::in_place::{self, AdamWUpdate, Average};
+
 use crate::{Error, Result};
 
 /// AdamW hyper-parameters (PyTorch semantics: decoupled weight decay, bias-corrected moments).

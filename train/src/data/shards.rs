@@ -22,7 +22,7 @@ pub struct ShardDataset {
 }
 
 fn shard_error(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Checkpoint { path: path.to_path_buf(), reason: reason.into() }
+    Error::Data { path: path.to_path_buf(), reason: reason.into() }
 }
 
 impl ShardDataset {
@@ -126,5 +126,5 @@ pub fn write_shard(path: &Path, data_name: &str, data: &Tensor, labels: &[usize]
     let labels = Tensor::from_vec(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), labels.len(), &Device::Cpu)?;
     let tensors =
         HashMap::from([(data_name.to_string(), data.to_device(&Device::Cpu)?), ("labels".to_string(), labels)]);
-    crate::checkpoint::save(&tensors, path)
+    Ok(maskdit::checkpoint::save(&tensors, path)?)
 }

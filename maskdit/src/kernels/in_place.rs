@@ -9,7 +9,7 @@ use crate::kernels::{contiguous_slice, fill_chunks};
 const CHUNK: usize = 16 * 1024;
 
 /// Whether the in-place updates handle these tensors (f32, on the CPU, contiguous).
-pub(crate) fn applies(tensors: &[&Tensor]) -> bool {
+pub fn applies(tensors: &[&Tensor]) -> bool {
     tensors.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous())
 }
 
@@ -27,13 +27,22 @@ fn slice_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout, op: &str) -> cand
 
 /// A running average of `src` kept in `dst`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Average {
+pub enum Average {
     /// `dst ← dst + (1 − decay)·(src − dst)` (PyTorch's `lerp_`, Adam's first moment).
-    Lerp { decay: f64 },
+    Lerp {
+        /// Weight kept of the old average.
+        decay: f64,
+    },
     /// `dst ← decay·dst + (1 − decay)·src²` (Adam's second moment).
-    Squares { decay: f64 },
+    Squares {
+        /// Weight kept of the old average.
+        decay: f64,
+    },
     /// `dst ← decay·dst + (1 − decay)·src` (the EMA of the weights).
-    Values { decay: f64 },
+    Values {
+        /// Weight kept of the old average.
+        decay: f64,
+    },
 }
 
 impl InplaceOp2 for Average {
@@ -71,9 +80,12 @@ impl InplaceOp2 for Average {
 
 /// The AdamW parameter update from already-updated moments `(m, v)`, in PyTorch's order:
 /// `p ← p·(1 − lr·wd) − (lr / c₁) · m / (√v / √c₂ + eps)`.
-pub(crate) struct AdamWUpdate {
+pub struct AdamWUpdate {
+    /// Learning rate.
     pub lr: f64,
+    /// Decoupled weight decay.
     pub weight_decay: f64,
+    /// Denominator epsilon.
     pub eps: f64,
     /// `1 − β₁ᵗ`.
     pub correction1: f64,

@@ -13,7 +13,7 @@ use super::{sample_latent, Dataset, Example};
 use crate::{Error, Result};
 
 fn lmdb_error(path: &Path, reason: impl std::fmt::Display) -> Error {
-    Error::Checkpoint { path: path.to_path_buf(), reason: format!("LMDB: {reason}") }
+    Error::Data { path: path.to_path_buf(), reason: format!("LMDB: {reason}") }
 }
 
 /// An official latent LMDB opened read-only.

@@ -1,0 +1,37 @@
+//! Errors returned by the file helpers.
+
+use std::path::PathBuf;
+
+/// What can go wrong while reading or writing a file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The operating system refused a read or a write.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// The file was read but its contents are not what they should be.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// The file the error concerns.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Io { path, .. } | Self::Format { path, .. } => path,
+        }
+    }
+}
+
+/// Result type of the file helpers.
+pub type Result<T> = std::result::Result<T, Error>;
