@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use maskdit::{checkpoint, Error, Mask, ModelConfig, WeightSet};
-use maskdit_tests::{cases_of, get, load, relative_l2, CaseKind};
+use maskdit_tests::{cases_of, get, load, relative_l2, CaseKind, Scratch};
 
 fn first_case() -> (PathBuf, ModelConfig) {
     let case = cases_of(CaseKind::Model).into_iter().next().expect("a model case");
@@ -14,18 +14,13 @@ fn first_case() -> (PathBuf, ModelConfig) {
     (case, config)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("maskdit-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn weights(case: &Path) -> HashMap<String, Tensor> {
     load(&case.join("weights.safetensors"))
 }
 
 fn load_from(tensors: &HashMap<String, Tensor>, config: &ModelConfig, name: &str) -> maskdit::Result<maskdit::MaskDit> {
-    let path = scratch(name).join("w.safetensors");
+    let dir = Scratch::new(name);
+    let path = dir.join("w.safetensors");
     checkpoint::save(tensors, &path).unwrap();
     checkpoint::load(&path, config, WeightSet::Ema, DType::F32, &Device::Cpu)
 }
@@ -79,7 +74,7 @@ fn wrapper_prefixes_are_tolerated() {
 #[test]
 fn corrupt_and_absent_files_give_clear_errors() {
     let (_, config) = first_case();
-    let dir = scratch("corrupt");
+    let dir = Scratch::new("corrupt");
     for name in ["bad.safetensors", "bad.pt"] {
         let path = dir.join(name);
         std::fs::write(&path, b"this is not a checkpoint").unwrap();

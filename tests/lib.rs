@@ -137,3 +137,38 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tolerance: f64) {
     assert!(err <= tolerance, "{what}: relative L2 error {err:.3e} exceeds {tolerance:.0e}");
     eprintln!("{what}: relative L2 error {err:.3e}");
 }
+
+/// A scratch folder under the system's temporary folder, empty when made and removed with
+/// everything in it when dropped.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// An empty folder named after `name` and this process.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("maskdit-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a writable temporary folder");
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

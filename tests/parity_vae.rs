@@ -58,8 +58,7 @@ fn architecture_inferred_from_weights_matches_config() {
         [(CaseKind::VaeLdm, "weights.safetensors"), (CaseKind::VaeDiffusers, "diffusion_pytorch_model.safetensors")]
     {
         for case in cases_of(kind) {
-            let dir = std::env::temp_dir().join(format!("maskdit-vae-infer-{}-{kind:?}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = maskdit_tests::Scratch::new(&format!("vae-infer-{kind:?}"));
             let copy = dir.join("w.safetensors");
             std::fs::copy(case.join(file), &copy).unwrap();
             let vae = Autoencoder::load(&copy, None, DType::F32, &maskdit_tests::device()).unwrap();
@@ -109,10 +108,18 @@ fn wrong_or_incomplete_weights_are_named() {
     let case = &cases_of(CaseKind::VaeLdm)[0];
     let mut tensors: HashMap<String, Tensor> = load(&case.join("weights.safetensors"));
     tensors.remove("decoder.conv_in.weight");
-    let dir = std::env::temp_dir().join(format!("maskdit-vae-missing-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = maskdit_tests::Scratch::new("vae-missing");
     let path = dir.join("w.safetensors");
     candle_core::safetensors::save(&tensors, &path).unwrap();
     let err = Autoencoder::load(&path, Some(config(case)), DType::F32, &maskdit_tests::device()).unwrap_err();
     assert!(err.to_string().contains("decoder.conv_in.weight"), "{err}");
+}
+
+#[test]
+fn an_impossible_configuration_is_refused_before_any_weight_is_read() {
+    let case = &cases_of(CaseKind::VaeLdm)[0];
+    let tensors: HashMap<String, Tensor> = load(&case.join("weights.safetensors"));
+    let bad = VaeConfig { norm_num_groups: 7, ..config(case) };
+    let err = Autoencoder::from_tensors(tensors, bad, DType::F32, &maskdit_tests::device()).unwrap_err();
+    assert!(matches!(&err, Error::Config(reason) if reason.contains("groups")), "{err}");
 }

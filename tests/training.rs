@@ -4,16 +4,10 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use maskdit::ModelConfig;
+use maskdit_tests::Scratch;
 use maskdit_train::data::{write_shard, Dataset, LmdbDataset, LmdbWriter, ShardDataset};
 use maskdit_train::{Error, Precision, Start, TrainOptions, Trainer};
 use rand::SeedableRng;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("maskdit-training-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn tiny_config() -> ModelConfig {
     ModelConfig::from_json(
@@ -61,7 +55,7 @@ fn bits(t: &Tensor) -> Vec<u32> {
 
 #[test]
 fn interrupted_and_resumed_run_is_bit_identical() {
-    let dir = scratch("resume");
+    let dir = Scratch::new("resume");
     let data = shard(&dir);
     let open = || -> Box<dyn Dataset> { Box::new(ShardDataset::open(std::slice::from_ref(&data), 0.18215).unwrap()) };
     let mut whole = Trainer::new(tiny_config(), options(5), open(), Start::Fresh, &Device::Cpu).unwrap();
@@ -104,7 +98,7 @@ fn interrupted_and_resumed_run_is_bit_identical() {
 
 #[test]
 fn bf16_mixed_precision_tracks_f32_training_on_f32_master_weights() {
-    let dir = scratch("bf16");
+    let dir = Scratch::new("bf16");
     let data = shard(&dir);
     let open = || -> Box<dyn Dataset> { Box::new(ShardDataset::open(std::slice::from_ref(&data), 0.18215).unwrap()) };
     let run = |precision| {
@@ -136,7 +130,8 @@ fn bf16_mixed_precision_tracks_f32_training_on_f32_master_weights() {
 
 #[test]
 fn trains_from_an_lmdb_in_the_official_layout() {
-    let dir = scratch("lmdb").join("train");
+    let scratch = Scratch::new("lmdb");
+    let dir = scratch.join("train");
     let mut writer = LmdbWriter::create(&dir, 1 << 24).unwrap();
     let moments = Tensor::randn(0f32, 1.0, (8, 8, 8, 8), &Device::Cpu).unwrap();
     for i in 0..8 {
@@ -186,7 +181,7 @@ fn reads_an_lmdb_written_by_python_lmdb() {
 
 #[test]
 fn a_nan_loss_stops_the_run_with_an_error() {
-    let dir = scratch("nan");
+    let dir = Scratch::new("nan");
     let images = Tensor::full(f32::NAN, (4, 4, 8, 8), &Device::Cpu).unwrap();
     let path = dir.join("nan.safetensors");
     write_shard(&path, "images", &images, &[0, 1, 2, 3]).unwrap();
@@ -203,7 +198,7 @@ fn a_nan_loss_stops_the_run_with_an_error() {
 
 #[test]
 fn mismatched_data_is_rejected() {
-    let dir = scratch("mismatch");
+    let dir = Scratch::new("mismatch");
     let images = Tensor::zeros((2, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
     let path = dir.join("mnist-like.safetensors");
     write_shard(&path, "images", &images, &[0, 1]).unwrap();

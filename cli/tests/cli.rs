@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use candle_core::{Device, Tensor};
-use maskdit_tests::{cases_of, CaseKind};
+use maskdit_tests::{cases_of, CaseKind, Scratch};
 
 fn maskdit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_maskdit")).args(args).env("HF_HUB_OFFLINE", "1").output().expect("run maskdit")
@@ -27,13 +27,6 @@ fn fails(args: &[&str]) -> String {
     err
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("maskdit-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -48,7 +41,7 @@ fn tiny_vae() -> PathBuf {
 
 #[test]
 fn embedded_model_writes_one_png_per_seed() {
-    let out = scratch("embedded");
+    let out = Scratch::new("embedded");
     ok(&["generate", "--class", "3", "--seeds", "0-2", "--steps", "4", "--out", s(&out)]);
     for seed in 0..3 {
         let img = image::open(out.join(format!("{seed:06}.png"))).unwrap();
@@ -60,7 +53,7 @@ fn embedded_model_writes_one_png_per_seed() {
 #[test]
 fn tiny_latent_model_generates_through_the_vae_and_batches_do_not_matter() {
     let (model, vae) = (tiny_model(), tiny_vae());
-    let batched = scratch("batched");
+    let batched = Scratch::new("batched");
     let grid = batched.join("grid.png");
     ok(&[
         "generate",
@@ -85,7 +78,7 @@ fn tiny_latent_model_generates_through_the_vae_and_batches_do_not_matter() {
         "--grid",
         s(&grid),
     ]);
-    let alone = scratch("alone");
+    let alone = Scratch::new("alone");
     ok(&[
         "generate",
         "--model",
@@ -114,7 +107,7 @@ fn tiny_latent_model_generates_through_the_vae_and_batches_do_not_matter() {
     assert_eq!((img.width(), img.height()), (16, 16));
     assert!(image::open(&grid).is_ok());
     for sampler in ["ddpm", "generalized"] {
-        let out = scratch(sampler);
+        let out = Scratch::new(sampler);
         ok(&[
             "generate",
             "--model",
@@ -142,7 +135,7 @@ fn tiny_latent_model_generates_through_the_vae_and_batches_do_not_matter() {
 
 #[test]
 fn mistakes_get_clear_errors() {
-    let out = scratch("errors");
+    let out = Scratch::new("errors");
     let o = s(&out);
     let err = fails(&["generate", "--model", "imagenet256-guidence", "--out", o]);
     assert!(err.contains("imagenet256-guidance"), "no suggestion: {err}");
@@ -166,11 +159,11 @@ fn mistakes_get_clear_errors() {
     std::fs::write(beside.join("config.json"), b"{\"hidden_size\": ").unwrap();
     let err = fails(&["generate", "--model", s(&beside.join("weights.pt")), "--arch", "DiT-S/8", "--out", o]);
     assert!(err.contains("config.json") && err.contains("not a model configuration"), "{err}");
-    let empty_home = scratch("empty-hf-home");
+    let empty_home = Scratch::new("empty-hf-home");
     let offline = Command::new(env!("CARGO_BIN_EXE_maskdit"))
         .args(["download", "imagenet256-guidance"])
         .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HOME", &empty_home)
+        .env("HF_HOME", &*empty_home)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&offline.stderr);
@@ -216,7 +209,7 @@ fn help_lists_every_subcommand_with_examples() {
 #[test]
 fn finetune_from_an_official_checkpoint_writes_loadable_checkpoints() {
     let case = &cases_of(CaseKind::Model)[0];
-    let dir = scratch("finetune");
+    let dir = Scratch::new("finetune");
     let shards = dir.join("shards");
     std::fs::create_dir_all(&shards).unwrap();
     let config = maskdit::ModelConfig::from_json(&std::fs::read_to_string(case.join("config.json")).unwrap()).unwrap();
@@ -286,7 +279,7 @@ fn finetune_from_an_official_checkpoint_writes_loadable_checkpoints() {
 
 #[test]
 fn encode_turns_an_image_folder_into_latent_shards() {
-    let dir = scratch("encode");
+    let dir = Scratch::new("encode");
     let images = dir.join("images");
     for (class, color) in [("cat", [200u8, 30, 30]), ("dog", [30, 30, 200])] {
         std::fs::create_dir_all(images.join(class)).unwrap();

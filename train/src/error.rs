@@ -9,6 +9,10 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] maskdit::Error),
 
+    /// The VAE part (latent sampling) failed.
+    #[error(transparent)]
+    Vae(#[from] maskdit_vae::Error),
+
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -60,6 +64,12 @@ pub enum Error {
 
 impl From<maskdit_io::Error> for Error {
     fn from(err: maskdit_io::Error) -> Self {
+        Self::Model(err.into())
+    }
+}
+
+impl From<maskdit_sampler::Error> for Error {
+    fn from(err: maskdit_sampler::Error) -> Self {
         Self::Model(err.into())
     }
 }

@@ -156,13 +156,15 @@ impl std::fmt::Debug for Autoencoder {
 }
 
 impl Autoencoder {
-    /// Builds the autoencoder from diffusers-named tensors.
+    /// Builds the autoencoder of architecture `config` (checked first) from diffusers-named
+    /// tensors.
     pub fn from_tensors(
         tensors: HashMap<String, Tensor>,
         config: VaeConfig,
         dtype: DType,
         device: &Device,
-    ) -> candle_core::Result<Self> {
+    ) -> Result<Self> {
+        config.validate()?;
         let vb = VarBuilder::from_tensors(tensors, dtype, device);
         let z2 = 2 * config.latent_channels;
         let quant_conv = config
@@ -201,19 +203,23 @@ impl Autoencoder {
                 ))
             }
         };
+        let beside = path.with_file_name("config.json");
         let config = match config {
             Some(c) => c,
-            None => {
-                let beside = path.with_file_name("config.json");
-                let from_file = std::fs::read_to_string(&beside).ok().and_then(|t| VaeConfig::from_json(&t).ok());
-                match from_file {
-                    Some(c) => c,
-                    None => VaeConfig::infer(&tensors).map_err(|e| fail(e.to_string()))?,
-                }
+            None if beside.exists() => {
+                let text =
+                    std::fs::read_to_string(&beside).map_err(|source| Error::Io { path: beside.clone(), source })?;
+                VaeConfig::from_json(&text).map_err(|e| Error::Weights {
+                    path: beside.clone(),
+                    reason: format!("is not a VAE configuration ({e}); fix it or move it away"),
+                })?
             }
+            None => VaeConfig::infer(&tensors).map_err(|e| fail(e.to_string()))?,
         };
-        Self::from_tensors(tensors, config, dtype, device)
-            .map_err(|e| fail(format!("does not fit the architecture ({e})")))
+        Self::from_tensors(tensors, config, dtype, device).map_err(|e| match e {
+            Error::Config(reason) => Error::Config(reason),
+            other => fail(format!("does not fit the architecture ({other})")),
+        })
     }
 
     /// The architecture.
@@ -257,27 +263,11 @@ impl Autoencoder {
     }
 }
 
-/// Reads every tensor of a VAE weights file.
+/// Reads every tensor of a VAE weights file: safetensors, or a PyTorch state dict given directly
+/// or under `state_dict`.
 fn read_weights(path: &Path) -> Result<HashMap<String, Tensor>> {
-    if !path.exists() {
-        return Err(Error::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-        });
-    }
-    let fail = |e: candle_core::Error| Error::Weights { path: path.to_path_buf(), reason: format!("unreadable ({e})") };
-    if path.extension().is_some_and(|e| e == "safetensors") {
-        return candle_core::safetensors::load(path, &Device::Cpu).map_err(fail);
-    }
-    let mut pth = candle_core::pickle::PthTensors::new(path, None).map_err(fail)?;
-    if pth.tensor_infos().is_empty() {
-        pth = candle_core::pickle::PthTensors::new(path, Some("state_dict")).map_err(fail)?;
-    }
-    let mut out = HashMap::new();
-    for name in pth.tensor_infos().keys().cloned().collect::<Vec<_>>() {
-        if let Some(t) = pth.get(&name).map_err(fail)? {
-            out.insert(name, t);
-        }
-    }
-    Ok(out)
+    maskdit_io::read_tensors(path, "state_dict", |name| Some(name.to_string())).map_err(|e| match e {
+        maskdit_io::Error::Io { path, source } => Error::Io { path, source },
+        maskdit_io::Error::Format { path, reason } => Error::Weights { path, reason },
+    })
 }

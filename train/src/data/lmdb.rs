@@ -96,7 +96,7 @@ impl Dataset for LmdbDataset {
             .map_err(|e| lmdb_error(path, e))?
             .and_then(|b| std::str::from_utf8(b).ok()?.trim().parse::<usize>().ok())
             .ok_or_else(|| lmdb_error(path, format!("missing or non-decimal `y-{index}`")))?;
-        Ok(Example { values: sample_latent(&moments, self.latent_scale, rng), label })
+        Ok(Example { values: sample_latent(&moments, self.latent_scale, rng)?, label })
     }
 }
 

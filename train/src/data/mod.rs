@@ -9,6 +9,8 @@ pub use shards::{write_shard, ShardDataset};
 use rand_chacha::ChaCha12Rng;
 use rand_distr::{Distribution, StandardNormal};
 
+use candle_core::Tensor;
+
 use crate::Result;
 
 /// One training example: an image (or latent) `(C, H, W)` flattened, and its class.
@@ -37,17 +39,16 @@ pub trait Dataset: Send {
     fn get(&self, index: usize, rng: &mut ChaCha12Rng) -> Result<Example>;
 }
 
-/// Draws a scaled latent `scale · (mean + exp(½·clamp(logvar, −30, 20)) · ε)` from stacked
-/// moments `[mean; logvar]` (each `C·H·W` values).
-pub fn sample_latent(moments: &[f32], scale: f64, rng: &mut ChaCha12Rng) -> Vec<f32> {
+/// Draws a scaled latent from stacked moments `[mean; logvar]` (each `C·H·W` values) with the
+/// VAE's formula ([`maskdit_vae::Moments::sample`]), its noise drawn from `rng`.
+pub fn sample_latent(moments: &[f32], scale: f64, rng: &mut ChaCha12Rng) -> Result<Vec<f32>> {
     let half = moments.len() / 2;
-    let (mean, logvar) = moments.split_at(half);
-    mean.iter()
-        .zip(logvar)
-        .map(|(&m, &lv)| {
-            let eps: f64 = StandardNormal.sample(rng);
-            let std = (0.5 * (lv as f64).clamp(-30.0, 20.0)).exp();
-            (scale * (m as f64 + std * eps)) as f32
-        })
-        .collect()
+    let eps: Vec<f32> = (0..half).map(|_| Distribution::<f64>::sample(&StandardNormal, rng) as f32).collect();
+    let device = candle_core::Device::Cpu;
+    let moments = maskdit_vae::Moments {
+        mean: Tensor::from_slice(&moments[..half], half, &device)?,
+        logvar: Tensor::from_slice(&moments[half..2 * half], half, &device)?,
+    };
+    let latent = moments.sample(&Tensor::from_vec(eps, half, &device)?, scale)?;
+    Ok(latent.to_vec1()?)
 }

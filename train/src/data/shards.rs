@@ -111,7 +111,7 @@ impl Dataset for ShardDataset {
             .get(index * self.per_item..(index + 1) * self.per_item)
             .ok_or_else(|| Error::Input(format!("example {index} of {}", self.labels.len())))?;
         let values = match self.latent_scale {
-            Some(scale) => sample_latent(raw, scale, rng),
+            Some(scale) => sample_latent(raw, scale, rng)?,
             None => raw.to_vec(),
         };
         Ok(Example { values, label: self.labels[index] })
