@@ -16,7 +16,7 @@ const STEP_TOLERANCE: f64 = 1e-5;
 fn setup(case: &Path) -> (ModelConfig, TrainableModel) {
     let config = ModelConfig::from_json(&std::fs::read_to_string(case.join("config.json")).unwrap()).unwrap();
     let weights = load(&case.join("weights.safetensors"));
-    let model = TrainableModel::from_tensors(&config, &weights, &maskdit_tests::device()).unwrap();
+    let model = TrainableModel::from_tensors(&config, weights, &maskdit_tests::device()).unwrap();
     (config, model)
 }
 

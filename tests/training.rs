@@ -182,18 +182,54 @@ fn reads_an_lmdb_written_by_python_lmdb() {
 #[test]
 fn a_nan_loss_stops_the_run_with_an_error() {
     let dir = Scratch::new("nan");
-    let images = Tensor::full(f32::NAN, (4, 4, 8, 8), &Device::Cpu).unwrap();
-    let path = dir.join("nan.safetensors");
+    let images = Tensor::rand(-1f32, 1.0, (4, 4, 8, 8), &Device::Cpu).unwrap();
+    let path = dir.join("images.safetensors");
     write_shard(&path, "images", &images, &[0, 1, 2, 3]).unwrap();
     let dataset = ShardDataset::open(&[path], 0.18215).unwrap();
-    let mut options = options(3);
-    options.batch_size = 4;
+    let mut options = options(10);
+    // A learning rate that throws the weights to ~1e30 in one step: the next loss overflows.
+    (options.batch_size, options.grad_accum, options.lr, options.lr_rampup_kimg) = (4, 1, 1e30, 0.0);
     let mut trainer = Trainer::new(tiny_config(), options, Box::new(dataset), Start::Fresh, &Device::Cpu).unwrap();
-    let before = trainer.model().weights().unwrap();
-    let err = trainer.train_step().unwrap_err();
-    assert!(matches!(err, Error::NonFinite { step: 1, .. }), "{err}");
-    let after = trainer.model().weights().unwrap();
-    assert!(before.iter().all(|(k, v)| bits(v) == bits(&after[k])), "weights changed by a failed step");
+    let err = loop {
+        let before = trainer.model().weights().unwrap();
+        match trainer.train_step() {
+            Ok(report) => assert!(report.step < 5, "the loss stayed finite"),
+            Err(err) => {
+                let after = trainer.model().weights().unwrap();
+                assert!(before.iter().all(|(k, v)| bits(v) == bits(&after[k])), "weights changed by a failed step");
+                break err;
+            }
+        }
+    };
+    assert!(matches!(err, Error::NonFinite { step: 2.., .. }), "{err}");
+}
+
+#[test]
+fn bad_training_data_is_refused_before_the_first_step() {
+    let dir = Scratch::new("bad-data");
+    let device = Device::Cpu;
+    let shard = |name: &str, data: (&str, Tensor), labels: Tensor| -> PathBuf {
+        let path = dir.join(format!("{name}.safetensors"));
+        let tensors = std::collections::HashMap::from([(data.0.to_string(), data.1), ("labels".to_string(), labels)]);
+        maskdit::checkpoint::save(&tensors, &path).unwrap();
+        path
+    };
+    let images = || ("images", Tensor::zeros((2, 4, 8, 8), DType::F32, &device).unwrap());
+    let refused = |path: PathBuf, says: &str| {
+        let err = ShardDataset::open(&[path], 0.18215).unwrap_err();
+        assert!(matches!(err, Error::Data { .. }) && err.to_string().contains(says), "{says}: {err}");
+    };
+    refused(shard("negative", images(), Tensor::new(&[0i64, -1], &device).unwrap()), "label -1");
+    refused(shard("fractional", images(), Tensor::new(&[0f32, 1.5], &device).unwrap()), "label 1.5");
+    let bytes_as_floats = ("images", Tensor::full(200f32, (2, 4, 8, 8), &device).unwrap());
+    refused(shard("pixels", bytes_as_floats, Tensor::new(&[0i64, 1], &device).unwrap()), "[-1, 1]");
+    let nan_moments = ("moments", Tensor::full(f32::NAN, (2, 8, 8, 8), &device).unwrap());
+    refused(shard("nan", nan_moments, Tensor::new(&[0i64, 1], &device).unwrap()), "NaN");
+    // A label the model has no class for is found when the run is set up, not when it is drawn.
+    let out_of_range = shard("range", images(), Tensor::new(&[0i64, 7], &device).unwrap());
+    let dataset = ShardDataset::open(&[out_of_range], 0.18215).unwrap();
+    let err = Trainer::new(tiny_config(), options(1), Box::new(dataset), Start::Fresh, &device).unwrap_err();
+    assert!(err.to_string().contains("example 1 has label 7") && err.to_string().contains("5 classes"), "{err}");
 }
 
 #[test]
@@ -205,4 +241,23 @@ fn mismatched_data_is_rejected() {
     let dataset = ShardDataset::open(&[path], 0.18215).unwrap();
     let err = Trainer::new(tiny_config(), options(1), Box::new(dataset), Start::Fresh, &Device::Cpu).unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
+}
+
+#[test]
+fn one_set_of_a_training_checkpoint_is_read_without_the_others() {
+    let dir = Scratch::new("one-set");
+    let data = ShardDataset::open(&[shard(&dir)], 0.18215).unwrap();
+    let mut trainer = Trainer::new(tiny_config(), options(2), Box::new(data), Start::Fresh, &Device::Cpu).unwrap();
+    trainer.train_step().unwrap();
+    let path = dir.join("0000001.safetensors");
+    trainer.save(&path).unwrap();
+    for set in [maskdit::WeightSet::Ema, maskdit::WeightSet::Model] {
+        let before = maskdit_io::bytes_read_on_this_thread();
+        let weights = maskdit::checkpoint::read_tensors(&path, set).unwrap();
+        let read = maskdit_io::bytes_read_on_this_thread() - before;
+        let set_bytes: u64 = weights.values().map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64).sum();
+        assert_eq!(read, set_bytes, "{set:?}: read {read} bytes for a set of {set_bytes}");
+        // The file holds four sets (weights, EMA and both AdamW moments, less the frozen tables).
+        assert!(read * 3 < std::fs::metadata(&path).unwrap().len(), "{set:?}");
+    }
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use image::DynamicImage;
 use maskdit::{checkpoint, MaskDit, ModelConfig, WeightSet};
@@ -14,9 +14,10 @@ use maskdit_vae::Autoencoder;
 
 use crate::device::{DTypeChoice, DeviceChoice};
 use crate::fetch::{fetch_model, fetch_vae};
-use crate::labels::{parse_seeds, resolve_class};
+use crate::labels::resolve_class;
 use crate::progress;
 use crate::registry::{Registry, EMBEDDED_MNIST};
+use crate::seeds::Seeds;
 
 /// Options of `maskdit generate`.
 #[derive(Debug, Args)]
@@ -30,7 +31,7 @@ pub struct GenerateArgs {
     classes: Vec<String>,
     /// Seeds, one image each: `0-63`, `1,5,9`.
     #[arg(long, default_value = "0-7")]
-    seeds: String,
+    seeds: Seeds,
     /// Guidance scale (1 = off; default: the model's).
     #[arg(long)]
     cfg: Option<f64>,
@@ -178,6 +179,9 @@ fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType)
         None => {
             let path = PathBuf::from(&name);
             if !path.exists() {
+                if path.extension().is_some() || name.contains(std::path::MAIN_SEPARATOR) {
+                    bail!("{name} does not exist (no such file); check the path, or name a registry model (see `maskdit list`)");
+                }
                 bail!(crate::registry::unknown("model", &name, registry.models.keys()));
             }
             let config = file_config(&path, args)?;
@@ -232,13 +236,55 @@ fn grid(images: &[DynamicImage], columns: usize) -> DynamicImage {
     DynamicImage::ImageRgb8(canvas)
 }
 
-/// Runs `maskdit generate`.
-pub fn run(args: GenerateArgs) -> Result<()> {
-    let registry = Registry::load()?;
-    let seeds = parse_seeds(&args.seeds)?;
+/// Most images `--grid` tiles.
+const GRID_MAX_IMAGES: u64 = 4096;
+
+/// Refuses what would fail or destroy work only after sampling: class names unknown to a
+/// registry model (before its download), a grid too large or over one of the run's own images.
+fn check_request(args: &GenerateArgs, registry: &Registry) -> Result<()> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
+    if let Some(entry) = args.model.as_ref().and_then(|name| registry.models.get(name)) {
+        let classes = entry.num_classes.unwrap_or(1000);
+        args.classes.iter().try_for_each(|c| resolve_class(c, classes).map(drop))?;
+    }
+    let Some(grid) = &args.grid else { return Ok(()) };
+    if args.seeds.len() > GRID_MAX_IMAGES {
+        bail!("--grid tiles at most {GRID_MAX_IMAGES} images; ask for fewer --seeds or drop --grid");
+    }
+    let own = grid.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok());
+    let same_folder = grid
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .zip(std::fs::canonicalize(&args.out).ok())
+        .is_some_and(|(p, out)| std::fs::canonicalize(p).is_ok_and(|p| p == out));
+    if let Some(seed) = own.filter(|&seed| same_folder && args.seeds.contains(seed)) {
+        bail!("--grid {} would overwrite the image of seed {seed}; write the grid elsewhere", grid.display());
+    }
+    Ok(())
+}
+
+/// Fails when `samples` hold NaN or infinite values.
+fn check_finite(samples: &Tensor, seeds: &[u64], cfg: f64) -> Result<()> {
+    // 0·x is 0 for every finite x and NaN for NaN and ±∞.
+    let finite = (samples * 0.0)?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?.is_finite();
+    if !finite {
+        bail!(
+            "the model produced NaN or infinite values for seeds {}..={}: its weights may be damaged, or the guidance \
+             scale --cfg {cfg} is too large",
+            seeds[0],
+            seeds[seeds.len() - 1]
+        );
+    }
+    Ok(())
+}
+
+/// Runs `maskdit generate`.
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let registry = Registry::load()?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    check_request(&args, &registry)?;
     let device = args.device.open()?;
     let dtype = args.dtype.dtype();
     let loaded = load(&args, &registry, &device, dtype)?;
@@ -250,22 +296,23 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bail!("--cfg must be a non-negative number (1 = no guidance)");
     }
     let sampler = sampler(&args, steps);
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let guided = Guided::new(&loaded.model, cfg);
     let image_dims = [config.in_channels, config.input_size, config.input_size];
-    let bar = progress::bar((seeds.len() * sampler.num_steps()) as u64, "sampling");
-    let mut written = Vec::with_capacity(seeds.len());
-    for (chunk_index, chunk) in seeds.chunks(args.batch).enumerate() {
-        let mut noise = SeededNoise::new(chunk);
+    let bar = progress::bar(args.seeds.len().saturating_mul(sampler.num_steps() as u64), "sampling");
+    let mut for_grid = Vec::new();
+    let (mut written, mut seeds) = (0u64, args.seeds.iter());
+    loop {
+        let chunk: Vec<u64> = seeds.by_ref().take(args.batch).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let mut noise = SeededNoise::new(&chunk);
         let latents = noise.latents(&image_dims, &device)?;
-        let drawn = if config.num_classes > 0 { noise.class_indices(config.num_classes) } else { Vec::new() };
         let labels = if config.num_classes > 0 {
-            let pick = |i: usize| {
-                if classes.is_empty() {
-                    drawn[i]
-                } else {
-                    classes[(chunk_index * args.batch + i) % classes.len()]
-                }
+            let drawn = noise.class_indices(config.num_classes);
+            let pick = |i: usize| match classes.len() {
+                0 => drawn[i],
+                n => classes[((written + i as u64) % n as u64) as usize],
             };
             Some(maskdit::one_hot((0..chunk.len()).map(pick), config.num_classes, &device)?)
         } else {
@@ -275,20 +322,25 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let samples = sampler.sample(&guided, &latents, labels.as_ref(), &mut noise, &mut |step| {
             bar.set_position(done_before + (step.done() * chunk.len()) as u64)
         })?;
+        check_finite(&samples, &chunk, cfg)?;
         let pixels = match &loaded.decoder {
             Decoder::Pixels => samples,
             Decoder::Vae(vae) => vae.decode(&samples, 1, &mut |_| {})?,
         };
+        check_finite(&pixels, &chunk, cfg)?;
         for (seed, image) in chunk.iter().zip(maskdit_vae::image::to_images(&pixels)?) {
             write_png(&image, &args.out.join(format!("{seed:06}.png")))?;
-            written.push(image);
+            written += 1;
+            if args.grid.is_some() {
+                for_grid.push(image);
+            }
         }
     }
     bar.finish_and_clear();
     if let Some(path) = &args.grid {
-        let columns = args.grid_columns.unwrap_or_else(|| (written.len() as f64).sqrt().ceil() as usize);
-        write_png(&grid(&written, columns), path)?;
+        let columns = args.grid_columns.unwrap_or_else(|| (for_grid.len() as f64).sqrt().ceil() as usize);
+        write_png(&grid(&for_grid, columns), path)?;
     }
-    eprintln!("wrote {} images to {}", written.len(), args.out.display());
+    eprintln!("wrote {written} images to {}", args.out.display());
     Ok(())
 }

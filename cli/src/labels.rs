@@ -16,11 +16,11 @@ pub fn resolve_class(value: &str, num_classes: usize) -> Result<usize> {
     if num_classes == 0 {
         bail!("this model is unconditional; drop --class");
     }
-    if let Ok(index) = value.trim().parse::<usize>() {
-        if index >= num_classes {
+    if let Ok(index) = value.trim().parse::<i128>() {
+        if index < 0 || index >= num_classes as i128 {
             bail!("class {index} is out of range: this model has classes 0..{}", num_classes - 1);
         }
-        return Ok(index);
+        return Ok(index as usize);
     }
     if num_classes != 1000 {
         bail!(
@@ -41,42 +41,9 @@ pub fn resolve_class(value: &str, num_classes: usize) -> Result<usize> {
     Err(anyhow::anyhow!(crate::registry::unknown("ImageNet class", &want, names.iter())))
 }
 
-/// Parses `--seeds`: comma-separated numbers and inclusive ranges, e.g. `0-63` or `1,5,9-12`.
-pub fn parse_seeds(text: &str) -> Result<Vec<u64>> {
-    let mut seeds = Vec::new();
-    for part in text.split(',').map(str::trim) {
-        if part.is_empty() {
-            bail!("empty entry in seeds `{text}`; write e.g. 0-63 or 1,5,9");
-        }
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (u64, u64) = (
-                    a.trim().parse().with_context(|| format!("bad seed range `{part}`; write e.g. 0-63"))?,
-                    b.trim().parse().with_context(|| format!("bad seed range `{part}`; write e.g. 0-63"))?,
-                );
-                if b < a {
-                    bail!("seed range `{part}` is empty (end before start)");
-                }
-                seeds.extend(a..=b);
-            }
-            None => seeds.push(part.parse().with_context(|| format!("bad seed `{part}`; write e.g. 0-63 or 1,5,9"))?),
-        }
-    }
-    Ok(seeds)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seeds_parse_lists_and_ranges() {
-        assert_eq!(parse_seeds("0-3").unwrap(), vec![0, 1, 2, 3]);
-        assert_eq!(parse_seeds("1,5, 9-10").unwrap(), vec![1, 5, 9, 10]);
-        for bad in ["", "3-1", "a", "1,,2", "1-b"] {
-            assert!(parse_seeds(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn classes_by_index_and_name() {
@@ -88,5 +55,21 @@ mod tests {
         assert!(err.contains("golden_retriever"), "{err}");
         assert!(resolve_class("10", 10).is_err());
         assert!(resolve_class("cat", 10).is_err());
+        let err = resolve_class("-1", 10).unwrap_err().to_string();
+        assert!(err.contains("out of range"), "{err}");
+    }
+
+    #[test]
+    fn no_class_argument_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(3);
+        let alphabet = ['0', '9', '-', '_', ' ', 'a', 'n', 'é', '1'];
+        for _ in 0..2_000 {
+            let len = rng.random_range(0..30);
+            let text: String = (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())]).collect();
+            for classes in [0, 10, 1000] {
+                let _ = resolve_class(&text, classes);
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ mod labels;
 mod list;
 mod progress;
 mod registry;
+mod seeds;
 mod train;
 
 use std::process::ExitCode;
@@ -76,10 +77,14 @@ fn main() -> ExitCode {
         Command::Encode(args) => encode::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args, None),
-        Command::Finetune(args) => train::run(args.train, Some((args.from, args.strict))),
+        Command::Finetune(args) => train::run(args.train, Some((args.from, args.allow_partial))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<train::Interrupted>() => {
+            eprintln!("{err}");
+            ExitCode::from(130)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

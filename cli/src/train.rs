@@ -15,6 +15,21 @@ use maskdit_train::{preset, Precision, Start, TrainOptions, TrainPreset, Trainab
 use crate::device::DeviceChoice;
 use crate::progress;
 
+/// A run stopped by Ctrl-C after saving a checkpoint (exit status 130).
+#[derive(Debug)]
+pub struct Interrupted {
+    /// The checkpoint saved on the way out.
+    pub saved: PathBuf,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted: saved {}; continue with the same command and --resume", self.saved.display())
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// Options shared by `train` and `finetune`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -76,9 +91,10 @@ pub struct FinetuneArgs {
     /// toolkit checkpoint.
     #[arg(long)]
     pub from: PathBuf,
-    /// Refuse checkpoint keys that do not fit the model instead of skipping them.
+    /// Start even when the checkpoint does not fit the architecture beyond the expected
+    /// differences (position tables, decoder, label embedding): misfits are initialised fresh.
     #[arg(long)]
-    pub strict: bool,
+    pub allow_partial: bool,
     /// The run.
     #[command(flatten)]
     pub train: TrainArgs,
@@ -114,9 +130,10 @@ fn open_data(paths: &[PathBuf], channels: usize, size: usize, xflip: bool) -> Re
     Ok(Box::new(ShardDataset::open(&files, maskdit_vae::SD_SCALE_FACTOR)?))
 }
 
-fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
+/// The run's checkpoints (`NNNNNNN.safetensors`), oldest first.
+fn checkpoints(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.exists() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -126,7 +143,11 @@ fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
         })
         .collect();
     found.sort();
-    Ok(found.pop())
+    Ok(found)
+}
+
+fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
+    Ok(checkpoints(dir)?.pop())
 }
 
 /// Drops log lines of steps after `step` (those of a run interrupted after its last checkpoint).
@@ -186,7 +207,9 @@ fn start_trainer(
     match (args.resume, latest_checkpoint(&ckpt_dir)?) {
         (true, Some(latest)) => {
             eprintln!("resuming from {}", latest.display());
-            let mut trainer = Trainer::resume(&latest, data, device)?;
+            let mut trainer =
+                Trainer::resume(&latest, data, device).map_err(|e| unreadable_latest(&ckpt_dir, &latest, e))?;
+            check_same_run(&trainer, &config, &options)?;
             forget_log_after(&args.out.join("log.jsonl"), trainer.step_count())?;
             if let Some(steps) = args.steps {
                 trainer.set_max_steps(steps)?;
@@ -202,20 +225,73 @@ fn start_trainer(
         (false, None) => {
             let start = match &from {
                 None => Start::Fresh,
-                Some((path, strict)) => load_start(path, &config, *strict)?,
+                Some((path, allow_partial)) => load_start(path, &config, *allow_partial)?,
             };
             Ok(Trainer::new(config, options, data, start, device)?)
         }
     }
 }
 
+/// The error for a latest checkpoint that cannot be resumed, naming the one before it.
+fn unreadable_latest(dir: &Path, latest: &Path, err: maskdit_train::Error) -> anyhow::Error {
+    let previous = checkpoints(dir).ok().and_then(|mut all| {
+        all.retain(|p| p != latest);
+        all.pop()
+    });
+    match previous {
+        Some(previous) => anyhow::anyhow!(
+            "cannot resume from {}: {err}; the checkpoint before it is {}: move {} aside and run again with --resume \
+             to continue from there",
+            latest.display(),
+            previous.display(),
+            latest.display()
+        ),
+        None => anyhow::anyhow!("cannot resume from {}: {err}; there is no earlier checkpoint", latest.display()),
+    }
+}
+
+/// Refuses to resume with settings other than the run's (all but the number of steps).
+fn check_same_run(trainer: &Trainer, config: &ModelConfig, options: &TrainOptions) -> Result<()> {
+    let saved = serde_json::to_value(trainer.options())?;
+    let asked = serde_json::to_value(TrainOptions { max_steps: trainer.options().max_steps, ..options.clone() })?;
+    let mut differences: Vec<String> = match (saved.as_object(), asked.as_object()) {
+        (Some(saved), Some(asked)) => asked
+            .iter()
+            .filter(|(key, value)| saved.get(*key) != Some(value))
+            .map(|(key, value)| {
+                format!("{key} {value} (the run's: {})", saved.get(key).unwrap_or(&serde_json::Value::Null))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if trainer.config() != config {
+        differences.push("the architecture (--preset or --config)".into());
+    }
+    if !differences.is_empty() {
+        bail!(
+            "--resume with other settings than the run was started with: {}; resume with the run's own settings (only \
+             --steps may change), or start a new run in another --out",
+            differences.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Runs `train` (from scratch, or `from` weights for `finetune`).
 pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
+    if let Some(export) = &args.export {
+        if !maskdit_io::is_safetensors(export) {
+            bail!(
+                "--export {} should end in .safetensors (the weights are written with their architecture)",
+                export.display()
+            );
+        }
+    }
     let recipe = preset(&args.preset).with_context(|| format!("presets: {}", PRESET_NAMES.join(", ")))?;
     let device = args.device.open()?;
     let trainer = start_trainer(&args, from, &recipe, &device)?;
     let every = args.checkpoint_every.unwrap_or(recipe.checkpoint_every).max(1);
-    let Some(trainer) = train_loop(trainer, &args.out, every)? else { return Ok(()) };
+    let trainer = train_loop(trainer, &args.out, every)?;
     if let Some(path) = &args.export {
         checkpoint::save_model(&trainer.ema_weights(), trainer.config(), path)?;
         eprintln!("wrote the EMA weights to {}", path.display());
@@ -224,8 +300,8 @@ pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
 }
 
 /// Trains to the end of the run, logging every step to `out/log.jsonl` and checkpointing every
-/// `every` steps; on Ctrl-C saves a checkpoint and returns `None`.
-fn train_loop(mut trainer: Trainer, out: &Path, every: u64) -> Result<Option<Trainer>> {
+/// `every` steps; on Ctrl-C saves a checkpoint and fails with [`Interrupted`].
+fn train_loop(mut trainer: Trainer, out: &Path, every: u64) -> Result<Trainer> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -246,8 +322,7 @@ fn train_loop(mut trainer: Trainer, out: &Path, every: u64) -> Result<Option<Tra
         if stop.load(Ordering::SeqCst) {
             let path = save(&trainer)?;
             bar.abandon_with_message("interrupted");
-            eprintln!("interrupted: saved {}; continue with the same command and --resume", path.display());
-            return Ok(None);
+            return Err(Interrupted { saved: path }.into());
         }
         let report = trainer.train_step()?;
         let rate = (report.step - first_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -261,34 +336,82 @@ fn train_loop(mut trainer: Trainer, out: &Path, every: u64) -> Result<Option<Tra
         }
     }
     bar.finish_with_message("done");
-    Ok(Some(trainer))
+    Ok(trainer)
+}
+
+/// Whether a fine-tune may take parameter `name` fresh instead of from the checkpoint without
+/// `--allow-partial`: the fixed position tables (another resolution), the decoder and the mask
+/// token (a decoder added or dropped; then also the final layer, whose input width follows the
+/// decoder), and the label embedding (another set of classes).
+fn expected_difference(name: &str, decoder_changed: bool) -> bool {
+    name.ends_with("pos_embed")
+        || name.starts_with("model.decoder_")
+        || name == "model.mask_token"
+        || name.starts_with("model.y_embedder.")
+        || (decoder_changed && name.starts_with("model.final_layer."))
+}
+
+/// A short list of names: the first few and how many there are.
+fn short_list(names: &[String]) -> String {
+    const SHOWN: usize = 6;
+    let mut text = names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 /// Loads starting weights for a fine-tune: model and EMA from an official `.pt` or a toolkit
-/// checkpoint, matched by name; reports what it skipped or reset.
-fn load_start(path: &Path, config: &ModelConfig, strict: bool) -> Result<Start> {
+/// checkpoint, matched by name. Parameters that do not fit are refused unless their difference
+/// is an expected one ([`expected_difference`]) or `allow_partial`; those taken fresh are named.
+fn load_start(path: &Path, config: &ModelConfig, allow_partial: bool) -> Result<Start> {
     let expected: HashMap<String, Vec<usize>> = maskdit::MaskDit::parameter_shapes(config)?.into_iter().collect();
     let pick = |set: WeightSet| -> Result<HashMap<String, Tensor>> {
         let tensors = checkpoint::read_tensors(path, set)?;
-        let mut kept = HashMap::new();
-        let mut skipped = Vec::new();
+        let decoder_changed = tensors.keys().any(|k| k.starts_with("model.decoder_")) != config.use_decoder;
+        let (mut kept, mut unfit) = (HashMap::new(), Vec::new());
         for (name, t) in tensors {
             match expected.get(&name) {
                 Some(shape) if shape.as_slice() == t.dims() => {
                     kept.insert(name, t);
                 }
-                _ => skipped.push(name),
+                Some(shape) => unfit.push(format!("{name} {:?} (the model's: {shape:?})", t.dims())),
+                None => unfit.push(format!("{name} (not in the model)")),
             }
         }
-        if strict && !skipped.is_empty() {
-            bail!("{}: {} keys do not fit the model, e.g. `{}`", path.display(), skipped.len(), skipped[0]);
-        }
-        if !skipped.is_empty() {
-            eprintln!(
-                "{}: skipped {} keys that the model does not have: {}",
+        let mut absent: Vec<String> = expected.keys().filter(|k| !kept.contains_key(*k)).cloned().collect();
+        unfit.sort();
+        absent.sort();
+        let surprising = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .filter(|entry| {
+                    let name = entry.split(' ').next().unwrap_or(entry);
+                    !expected_difference(name, decoder_changed)
+                })
+                .cloned()
+                .collect()
+        };
+        let (bad_unfit, bad_absent) = (surprising(&unfit), surprising(&absent));
+        let misfits = !bad_unfit.is_empty() || !bad_absent.is_empty();
+        if misfits && !allow_partial {
+            bail!(
+                "{} does not fit this architecture ({} weights): {} of its tensors do not fit ({}) and {} of the model's \
+                 parameters are missing ({}); is this the right checkpoint and --preset/--config? To train from it \
+                 anyway, with the misfits initialised fresh, pass --allow-partial",
+                path.display(),
                 set.key(),
-                skipped.len(),
-                skipped.join(", ")
+                bad_unfit.len(),
+                short_list(&bad_unfit),
+                bad_absent.len(),
+                short_list(&bad_absent)
+            );
+        }
+        if !unfit.is_empty() {
+            eprintln!(
+                "{}: skipped {} tensors that do not fit the model: {}",
+                set.key(),
+                unfit.len(),
+                short_list(&unfit)
             );
         }
         Ok(kept)
@@ -297,18 +420,19 @@ fn load_start(path: &Path, config: &ModelConfig, strict: bool) -> Result<Start> 
     let ema = match pick(WeightSet::Ema) {
         Ok(ema) => Some(ema),
         Err(e) => {
-            eprintln!("no EMA weights ({e}); the EMA starts from the model weights");
+            eprintln!("no EMA weights ({e:#}); the EMA starts from the model weights");
             None
         }
     };
-    let mut reset = Vec::new();
-    let mut rng = <rand_chacha::ChaCha12Rng as rand::SeedableRng>::seed_from_u64(0);
-    let fresh = TrainableModel::fresh(config, &mut rng, &candle_core::Device::Cpu)?;
-    let fresh = fresh.weights()?;
-    for name in expected.keys() {
-        if !model.contains_key(name) {
-            model.insert(name.clone(), fresh[name].clone());
-            reset.push(name.clone());
+    let mut reset: Vec<String> = expected.keys().filter(|name| !model.contains_key(*name)).cloned().collect();
+    if !reset.is_empty() {
+        // A whole fresh model only when something is missing: it costs a set of weights.
+        let mut rng = <rand_chacha::ChaCha12Rng as rand::SeedableRng>::seed_from_u64(0);
+        let mut fresh = TrainableModel::fresh(config, &mut rng, &candle_core::Device::Cpu)?.weights()?;
+        for name in &reset {
+            if let Some(t) = fresh.remove(name) {
+                model.insert(name.clone(), t);
+            }
         }
     }
     let ema = ema.map(|mut e| {
@@ -321,7 +445,7 @@ fn load_start(path: &Path, config: &ModelConfig, strict: bool) -> Result<Start> 
     });
     if !reset.is_empty() {
         reset.sort();
-        eprintln!("initialised {} parameters missing from the checkpoint: {}", reset.len(), reset.join(", "));
+        eprintln!("initialised {} parameters missing from the checkpoint: {}", reset.len(), short_list(&reset));
     }
     eprintln!("optimiser state starts fresh (AdamW moments are not taken from {})", path.display());
     Ok(Start::From { model, ema })

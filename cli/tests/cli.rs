@@ -259,22 +259,55 @@ fn finetune_from_an_official_checkpoint_writes_loadable_checkpoints() {
     assert_eq!(exported.as_ref(), Some(&config));
     // Starting again without --resume refuses to overwrite; with --resume it continues.
     let (config_json, from) = (case.join("config.json"), case.join("checkpoint.pt"));
-    let again = |resume: bool| {
+    let again = |resume: bool, extra: &[&str]| {
         let mut args =
             vec!["finetune", "--preset", "imagenet256-finetune", "--config", s(&config_json), "--from", s(&from)];
         args.extend(["--data", s(&shards), "--out", s(&run), "--steps", "4", "--batch", "4"]);
         if resume {
             args.push("--resume");
         }
+        args.extend(extra);
         maskdit(&args)
     };
-    let refused = again(false);
+    let refused = again(false, &[]);
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && err.contains("--resume"), "{err}");
-    let resumed = again(true);
+    // Resuming with other settings is refused, the differences named.
+    let changed = again(true, &["--lr", "0.001", "--seed", "9"]);
+    let err = String::from_utf8_lossy(&changed.stderr);
+    assert!(!changed.status.success() && err.contains("lr 0.001") && err.contains("seed 9"), "{err}");
+    let resumed = again(true, &[]);
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
     assert_eq!(std::fs::read_to_string(run.join("log.jsonl")).unwrap().lines().count(), 4);
-    assert!(run.join("checkpoints").join("0000004.safetensors").exists());
+    let latest = run.join("checkpoints").join("0000004.safetensors");
+    assert!(latest.exists());
+    // A damaged latest checkpoint: the error names the one before it.
+    std::fs::write(&latest, b"damaged").unwrap();
+    let err = String::from_utf8_lossy(&again(true, &[]).stderr).to_string();
+    assert!(err.contains("0000004.safetensors") && err.contains("0000003.safetensors"), "{err}");
+    std::fs::remove_file(&latest).unwrap();
+
+    // A checkpoint of another architecture is refused unless --allow-partial says otherwise.
+    let mut other: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_json).unwrap()).unwrap();
+    other["hidden_size"] = serde_json::json!(32);
+    let other_json = dir.join("other.json");
+    std::fs::write(&other_json, other.to_string()).unwrap();
+    let wrong = |extra: &[&str], out: &Path| {
+        let mut args =
+            vec!["finetune", "--preset", "imagenet256-finetune", "--config", s(&other_json), "--from", s(&from)];
+        args.extend(["--data", s(&shards), "--out", s(out), "--steps", "1", "--batch", "2"]);
+        args.extend(extra);
+        maskdit(&args)
+    };
+    let refused = wrong(&[], &dir.join("wrong"));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("--allow-partial") && err.contains("blocks.0"), "{err}");
+    let partial = wrong(&["--allow-partial"], &dir.join("partial"));
+    assert!(partial.status.success(), "{}", String::from_utf8_lossy(&partial.stderr));
+    // An export name the weights could not be loaded back from is refused before training.
+    let err = String::from_utf8_lossy(&wrong(&["--export", "model.bin"], &dir.join("bin")).stderr).to_string();
+    assert!(err.contains(".safetensors"), "{err}");
+    assert!(!dir.join("bin").exists());
 }
 
 #[test]
@@ -316,4 +349,134 @@ fn encode_turns_an_image_folder_into_latent_shards() {
     assert_eq!(classes, vec!["cat", "dog"]);
     let err = fails(&["encode", "--images", s(&dir.join("nothing")), "--out", s(&out), "--vae", s(&tiny_vae())]);
     assert!(err.contains("cannot read the image folder"), "{err}");
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Bytes of every file in `dir`, by name.
+fn contents(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().is_file())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect()
+}
+
+/// A small tmpfs mounted at a scratch folder, unmounted when dropped.
+struct SmallDisk(Scratch);
+
+impl SmallDisk {
+    /// Mounts `kib` KiB of tmpfs; `None` where this process may not mount (not root).
+    fn mount(name: &str, kib: usize) -> Option<Self> {
+        let dir = Scratch::new(name);
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs", s(&dir)])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(mounted || !root, "running as root, yet a tmpfs could not be mounted at {}", dir.display());
+        mounted.then_some(Self(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&*self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_run_and_damages_nothing() {
+    let Some(disk) = SmallDisk::mount("full-disk", 64) else {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    };
+    let out = disk.0.join("digits");
+    ok(&["generate", "--class", "3", "--seeds", "0-3", "--out", s(&out)]);
+    let before = contents(&out);
+    assert_eq!(before.len(), 4);
+    assert!(before.values().all(|png| png.len() > 100));
+    // Fill what is left of the disk.
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(disk.0.join("filler")).unwrap();
+        while filler.write_all(&[7u8; 4096]).and_then(|()| filler.flush()).is_ok() {}
+    }
+    let err = fails(&["generate", "--class", "5", "--seeds", "0-15", "--out", s(&out)]);
+    assert!(err.contains("cannot write") && err.contains("000000.png"), "{err}");
+    assert_eq!(contents(&out), before, "images of the earlier run were damaged or temporaries left behind");
+}
+
+#[test]
+fn impossible_or_destructive_requests_are_refused_up_front() {
+    let dir = Scratch::new("refused");
+    let o = s(&dir);
+    for (seeds, says) in
+        [("0-18446744073709551615", "more seeds"), ("1,1,1", "listed twice"), ("0-5,3", "listed twice")]
+    {
+        let err = fails(&["generate", "--seeds", seeds, "--out", o]);
+        assert!(err.contains(says), "{seeds}: {err}");
+    }
+    // A huge run is fine to ask for (seeds are read lazily), but not as one grid.
+    let err = fails(&["generate", "--seeds", "0-1000000000000", "--grid", s(&dir.join("g.png")), "--out", o]);
+    assert!(err.contains("--grid tiles at most"), "{err}");
+    let err = fails(&["generate", "--seeds", "0-3", "--grid", s(&dir.join("000002.png")), "--out", o]);
+    assert!(err.contains("overwrite the image of seed 2"), "{err}");
+    let err = fails(&["generate", "--class=-1", "--out", o]);
+    assert!(err.contains("out of range"), "{err}");
+    let err = fails(&["generate", "--model", s(&dir.join("missing.safetensors")), "--out", o]);
+    assert!(err.contains("does not exist"), "{err}");
+    // An unknown class of a registry model is found before any download is tried.
+    let err = fails(&["generate", "--model", "imagenet256-guidance", "--class", "golden retreiver", "--out", o]);
+    assert!(err.contains("ImageNet class") && !err.contains("HF_HUB_OFFLINE"), "{err}");
+    assert!(contents(&dir).is_empty());
+}
+
+#[test]
+fn non_finite_samples_are_an_error() {
+    let dir = Scratch::new("nan");
+    let embedded = workspace().join("cli/assets/mnist.safetensors");
+    let config = maskdit::checkpoint::read_config(&embedded).unwrap().unwrap();
+    let mut weights = maskdit::checkpoint::read_tensors(&embedded, maskdit::WeightSet::Ema).unwrap();
+    let bias = weights["model.final_layer.linear.bias"].clone();
+    weights.insert("model.final_layer.linear.bias".into(), (bias * f64::NAN).unwrap());
+    let broken = dir.join("broken.safetensors");
+    maskdit::checkpoint::save_model(&weights, &config, &broken).unwrap();
+    let out = dir.join("out");
+    let err = fails(&["generate", "--model", s(&broken), "--seeds", "0-1", "--steps", "4", "--out", s(&out)]);
+    assert!(err.contains("NaN or infinite") && err.contains("weights"), "{err}");
+    let err = fails(&["generate", "--cfg", "1e300", "--seeds", "0-1", "--steps", "4", "--out", s(&out)]);
+    assert!(err.contains("NaN or infinite") && err.contains("--cfg"), "{err}");
+    assert!(contents(&out).is_empty());
+}
+
+#[test]
+fn an_interrupted_run_saves_and_exits_non_zero() {
+    let dir = Scratch::new("interrupt");
+    let run = dir.join("run");
+    let digits = workspace().join("data/mnist/digits.safetensors");
+    let child = Command::new(env!("CARGO_BIN_EXE_maskdit"))
+        .args(["train", "--preset", "mnist-pretrain", "--data", s(&digits), "--out", s(&run)])
+        .args(["--steps", "100000", "--batch", "2", "--checkpoint-every", "100000"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = run.join("log.jsonl");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() >= 2) {
+        assert!(started.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: kill has no memory preconditions; the pid is our own child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: saved") && err.contains("--resume"), "{err}");
+    let saved: Vec<_> = std::fs::read_dir(run.join("checkpoints")).unwrap().collect();
+    assert_eq!(saved.len(), 1);
 }

@@ -1,5 +1,5 @@
-//! File handling shared by the maskdit crates: reading weights files (safetensors through
-//! memory maps, PyTorch pickles) and writing files so that a failure never leaves a partial
+//! File handling shared by the maskdit crates: reading weights files (only the safetensors
+//! tensors asked for, PyTorch pickles tensor by tensor) and writing files so that a failure never leaves a partial
 //! or damaged file behind.
 //!
 //! ```no_run
@@ -26,4 +26,4 @@ mod weights;
 
 pub use atomic::{append_line, replace_file, temporary_sibling, write_atomic};
 pub use error::{Error, Result};
-pub use weights::{is_safetensors, read_header, read_tensors, Header};
+pub use weights::{bytes_read_on_this_thread, is_safetensors, read_header, read_tensors, Header};

@@ -1,12 +1,16 @@
-//! Reading weights files: safetensors through a memory map, so that only the tensors asked for
-//! are read, and PyTorch pickles (a plain state dict, or a dict holding one under a key).
+//! Reading weights files: safetensors by positioned reads of just the tensors asked for (no
+//! memory map, so nothing but the kept tensors ever becomes resident), and PyTorch pickles (a
+//! plain state dict, or a dict holding one under a key; read tensor by tensor).
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
-use candle_core::safetensors::{Load, MmapedSafetensors};
-use candle_core::{Device, Tensor};
+use std::cell::Cell;
+use std::os::unix::fs::FileExt;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
 
 use crate::{Error, Result};
 
@@ -15,6 +19,29 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 fn format_error(path: &Path, reason: impl Into<String>) -> Error {
     Error::Format { path: path.to_path_buf(), reason: reason.into() }
+}
+
+thread_local! {
+    /// Tensor bytes this thread has read from weights files.
+    static BYTES_READ: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many tensor bytes [`read_tensors`] has read on the calling thread so far (to check that
+/// only the tensors asked for are read).
+pub fn bytes_read_on_this_thread() -> u64 {
+    BYTES_READ.with(Cell::get)
+}
+
+fn count_read(bytes: usize) {
+    BYTES_READ.with(|total| total.set(total.get() + bytes as u64));
+}
+
+/// A tensor's entry in a safetensors header.
+#[derive(Debug, Deserialize)]
+struct Entry {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data_offsets: (u64, u64),
 }
 
 /// Whether `path` names a safetensors file (by its extension).
@@ -43,6 +70,9 @@ pub fn read_tensors(
     let mut keep = |stored: &str, load: &dyn Fn() -> candle_core::Result<Option<Tensor>>| -> Result<()> {
         let Some(name) = select(stored) else { return Ok(()) };
         let tensor = load().map_err(|e| format_error(path, format!("tensor `{stored}` is unreadable ({e})")))?;
+        if let Some(t) = &tensor {
+            count_read(t.elem_count() * t.dtype().size_in_bytes());
+        }
         if let Some(tensor) = tensor {
             if out.insert(name.clone(), tensor).is_some() {
                 return Err(format_error(path, format!("two tensors are read as `{name}`")));
@@ -51,13 +81,11 @@ pub fn read_tensors(
         Ok(())
     };
     if is_safetensors(path) {
-        // SAFETY: the map is read-only and dropped before returning; every kept tensor is
-        // copied out of it. As with any memory-mapped reader, the file must not be truncated
-        // by another process while this call runs.
-        let file = unsafe { MmapedSafetensors::new(path) }
-            .map_err(|e| format_error(path, format!("not a readable safetensors file ({e})")))?;
-        for (stored, view) in file.tensors() {
-            keep(&stored, &|| view.load(&Device::Cpu).map(Some))?;
+        let (header_len, entries) = read_entries(path)?;
+        let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let data_start = 8 + header_len;
+        for (stored, entry) in entries {
+            keep(&stored, &|| read_entry(&file, data_start, &entry).map(Some))?;
         }
         return Ok(out);
     }
@@ -110,4 +138,47 @@ pub fn read_header(path: &Path) -> Result<Header> {
     let mut tensor_names: Vec<String> = header.keys().filter(|k| *k != "__metadata__").cloned().collect();
     tensor_names.sort();
     Ok(Header { metadata, tensor_names })
+}
+
+/// The header length and the tensor entries of a safetensors file, checked against its size.
+fn read_entries(path: &Path) -> Result<(u64, Vec<(String, Entry)>)> {
+    let mut file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let file_len = file.metadata().map_err(|source| Error::Io { path: path.to_path_buf(), source })?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| format_error(path, "is too short to be a safetensors file"))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > MAX_HEADER_BYTES || 8 + header_len > file_len {
+        return Err(format_error(path, "has an implausible safetensors header"));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(|_| format_error(path, "has a truncated safetensors header"))?;
+    let mut header: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|_| format_error(path, "has an unreadable safetensors header"))?;
+    header.remove("__metadata__");
+    let data_len = file_len - 8 - header_len;
+    let mut entries = Vec::with_capacity(header.len());
+    for (name, value) in header {
+        let entry: Entry = serde_json::from_value(value)
+            .map_err(|e| format_error(path, format!("has an unreadable header entry for `{name}` ({e})")))?;
+        let (start, end) = entry.data_offsets;
+        let expected = entry.shape.iter().product::<usize>() as u64 * entry.dtype.bitsize() as u64 / 8;
+        if start > end || end > data_len || end - start != expected {
+            return Err(format_error(
+                path,
+                format!("tensor `{name}` lies outside the file or has the wrong size (truncated or corrupt file?)"),
+            ));
+        }
+        entries.push((name, entry));
+    }
+    entries.sort_by_key(|(_, e)| e.data_offsets.0);
+    Ok((header_len, entries))
+}
+
+/// Reads one tensor at its place in the file.
+fn read_entry(file: &std::fs::File, data_start: u64, entry: &Entry) -> candle_core::Result<Tensor> {
+    let dtype = DType::try_from(entry.dtype)?;
+    let (start, end) = entry.data_offsets;
+    let mut bytes = vec![0u8; (end - start) as usize];
+    file.read_exact_at(&mut bytes, data_start + start)?;
+    Tensor::from_raw_buffer(&bytes, dtype, &entry.shape, &Device::Cpu)
 }

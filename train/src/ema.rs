@@ -22,7 +22,7 @@ impl Ema {
     }
 
     /// Starts from copies of given weights (for example those of a checkpoint), one per
-    /// parameter name.
+    /// parameter name; each given tensor is released once copied.
     pub fn from_tensors(shadow: Vec<(String, Tensor)>, decay: f64) -> Result<Self> {
         let shadow = shadow.into_iter().map(|(n, t)| Ok((n, t.detach().copy()?))).collect::<Result<Vec<_>>>()?;
         Ok(Self { decay, shadow })

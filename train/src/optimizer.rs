@@ -132,12 +132,13 @@ impl AdamW {
         (out, self.steps)
     }
 
-    /// Restores a state written by [`Self::state`].
-    pub fn restore(&mut self, get: &dyn Fn(&str) -> Option<Tensor>, steps: u64) -> Result<()> {
+    /// Restores a state written by [`Self::state`], taking the tensors out of `state` one by one
+    /// (each is released once copied).
+    pub fn restore(&mut self, mut state: std::collections::HashMap<String, Tensor>, steps: u64) -> Result<()> {
         for (i, (name, var)) in self.params.iter().enumerate() {
             for (prefix, slot) in [("opt/m/", &mut self.first[i]), ("opt/v/", &mut self.second[i])] {
                 let key = format!("{prefix}{name}");
-                let t = get(&key).ok_or_else(|| Error::Input(format!("optimizer state lacks `{key}`")))?;
+                let t = state.remove(&key).ok_or_else(|| Error::Input(format!("optimizer state lacks `{key}`")))?;
                 if t.dims() != var.dims() {
                     return Err(Error::Input(format!("optimizer state `{key}` has shape {:?}", t.dims())));
                 }

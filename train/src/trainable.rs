@@ -29,12 +29,14 @@ impl std::fmt::Debug for TrainableModel {
 
 impl TrainableModel {
     /// Variables initialised from `tensors` (official names), which must hold every parameter.
-    pub fn from_tensors(config: &ModelConfig, tensors: &HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+    /// Each tensor is released as soon as its variable holds a copy, so building costs one set
+    /// of weights, not two.
+    pub fn from_tensors(config: &ModelConfig, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
         let varmap = VarMap::new();
         {
-            let mut vars = varmap.data().lock().expect("fresh variable map");
+            let mut vars = varmap.data().lock().map_err(|_| crate::Error::Input("variable map poisoned".into()))?;
             for (name, t) in tensors {
-                vars.insert(name.clone(), Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?);
+                vars.insert(name, Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?);
             }
         }
         let model = MaskDit::new(config, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
@@ -64,7 +66,7 @@ impl TrainableModel {
         if config.use_decoder {
             tensors.insert("model.decoder_pos_embed".into(), sincos_2d(config.decoder_hidden_size, grid, device)?);
         }
-        Self::from_tensors(config, &tensors, device)
+        Self::from_tensors(config, tensors, device)
     }
 
     /// The network (its forward passes record gradients).

@@ -207,24 +207,25 @@ impl Trainer {
         if dataset.is_empty() {
             return Err(Error::Input("the dataset is empty".into()));
         }
+        dataset.check(config.num_classes)?;
         let mut rng = ChaCha12Rng::seed_from_u64(options.seed);
-        let model = match &start {
-            Start::Fresh => TrainableModel::fresh(&config, &mut rng, device)?,
-            Start::From { model, .. } => TrainableModel::from_tensors(&config, model, device)?,
+        let (model, ema) = match start {
+            Start::Fresh => (TrainableModel::fresh(&config, &mut rng, device)?, None),
+            Start::From { model, ema } => (TrainableModel::from_tensors(&config, model, device)?, ema),
         };
-        let ema = match start {
-            Start::From { ema: Some(ema), .. } => {
+        let ema = match ema {
+            Some(mut ema) => {
                 let shadow = model
                     .all_params()
                     .into_iter()
                     .map(|(name, var)| {
-                        let t = ema.get(&name).ok_or_else(|| Error::Input(format!("EMA weights lack `{name}`")))?;
+                        let t = ema.remove(&name).ok_or_else(|| Error::Input(format!("EMA weights lack `{name}`")))?;
                         Ok((name, t.to_dtype(DType::F32)?.to_device(var.device())?))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Ema::from_tensors(shadow, options.ema_decay)?
             }
-            _ => Ema::new(&model.all_params(), options.ema_decay)?,
+            None => Ema::new(&model.all_params(), options.ema_decay)?,
         };
         let opt_config = AdamWConfig { lr: options.lr, weight_decay: options.weight_decay, ..AdamWConfig::default() };
         let opt = AdamW::new(model.trainable_params(), opt_config)?;
@@ -410,21 +411,16 @@ impl Trainer {
         .write(path)
     }
 
-    /// Continues the run saved at `path` on `dataset`, exactly where it stopped.
+    /// Continues the run saved at `path` on `dataset`, exactly where it stopped. The
+    /// checkpoint's tensors are moved into the trainer, not held beside it.
     pub fn resume(path: &Path, dataset: Box<dyn Dataset>, device: &Device) -> Result<Self> {
-        let ckpt = TrainingCheckpoint::read(path)?;
+        let TrainingCheckpoint { config, options, state, model, ema, optimizer } = TrainingCheckpoint::read(path)?;
         let bad = |what: &str| Error::Checkpoint { path: path.to_path_buf(), reason: format!("bad {what}") };
-        let options: TrainOptions =
-            serde_json::from_value(ckpt.options.clone()).map_err(|_| bad("training options"))?;
-        let state: RunState = serde_json::from_value(ckpt.state.clone()).map_err(|_| bad("run state"))?;
-        let mut trainer = Self::new(
-            ckpt.config.clone(),
-            options,
-            dataset,
-            Start::From { model: ckpt.model.clone(), ema: Some(ckpt.ema.clone()) },
-            device,
-        )?;
-        trainer.opt.restore(&|k| ckpt.optimizer.get(k).cloned(), state.step)?;
+        let options: TrainOptions = serde_json::from_value(options).map_err(|_| bad("training options"))?;
+        let state: RunState = serde_json::from_value(state).map_err(|_| bad("run state"))?;
+        let start = Start::From { model, ema: Some(ema) };
+        let mut trainer = Self::new(config, options, dataset, start, device)?;
+        trainer.opt.restore(optimizer, state.step)?;
         let mut seed = [0u8; 32];
         for (i, b) in seed.iter_mut().enumerate() {
             *b = u8::from_str_radix(state.rng_seed.get(2 * i..2 * i + 2).ok_or_else(|| bad("random seed"))?, 16)

@@ -66,6 +66,22 @@ impl LmdbDataset {
 }
 
 impl Dataset for LmdbDataset {
+    fn check(&self, num_classes: usize) -> Result<()> {
+        // The rest is checked as the examples stream in.
+        let first = self.get(0, &mut <ChaCha12Rng as rand::SeedableRng>::seed_from_u64(0))?;
+        if num_classes > 0 && first.label >= num_classes {
+            return Err(lmdb_error(
+                &self.path,
+                format!(
+                    "`y-0` is {} but the model has {num_classes} classes (labels 0..{})",
+                    first.label,
+                    num_classes - 1
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn len(&self) -> usize {
         self.len
     }
@@ -90,6 +106,9 @@ impl Dataset for LmdbDataset {
             ));
         }
         let moments: Vec<f32> = z.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        if moments.iter().any(|v| !v.is_finite()) {
+            return Err(lmdb_error(path, format!("`z-{index}` holds NaN or infinite moments; re-encode that example")));
+        }
         let label = self
             .db
             .get(&rtxn, format!("y-{index}").as_bytes())

@@ -35,6 +35,11 @@ pub trait Dataset: Send {
     /// Shape `(C, H, W)` of an example.
     fn dims(&self) -> [usize; 3];
 
+    /// Checks what can be checked before training starts, for a model with `num_classes`
+    /// classes (0: unconditional): every label of data held in memory, the first example of
+    /// streamed data (the rest is checked as it is read).
+    fn check(&self, num_classes: usize) -> Result<()>;
+
     /// Example `index`; latent distributions are sampled with `rng`.
     fn get(&self, index: usize, rng: &mut ChaCha12Rng) -> Result<Example>;
 }

@@ -19,6 +19,8 @@ pub struct ShardDataset {
     dims: [usize; 3],
     per_item: usize,
     latent_scale: Option<f64>,
+    /// Each shard's file and the index of its first example.
+    origins: Vec<(PathBuf, usize)>,
 }
 
 fn shard_error(path: &Path, reason: impl Into<String>) -> Error {
@@ -33,7 +35,7 @@ impl ShardDataset {
         }
         let mut out: Option<Self> = None;
         for path in paths {
-            let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+            let tensors = maskdit_io::read_tensors(path, "", |name| Some(name.to_string()))
                 .map_err(|e| shard_error(path, format!("not a readable shard ({e})")))?;
             let shard = Self::from_tensors(path, &tensors, latent_scale)?;
             match &mut out {
@@ -45,23 +47,31 @@ impl ShardDataset {
                             format!("holds {:?} examples, earlier shards {:?}", shard.dims, all.dims),
                         ));
                     }
+                    all.origins.push((path.clone(), all.labels.len()));
                     all.values.extend(shard.values);
                     all.labels.extend(shard.labels);
                 }
             }
         }
-        Ok(out.expect("at least one shard"))
+        out.ok_or_else(|| Error::Input("no data shards given".into()))
     }
 
     fn from_tensors(path: &Path, tensors: &HashMap<String, Tensor>, latent_scale: f64) -> Result<Self> {
         let labels = tensors.get("labels").ok_or_else(|| shard_error(path, "has no `labels` tensor"))?;
-        let labels: Vec<usize> = labels
-            .to_dtype(DType::I64)?
+        let labels = labels
+            .to_dtype(DType::F64)?
             .flatten_all()?
-            .to_vec1::<i64>()?
+            .to_vec1::<f64>()?
             .into_iter()
-            .map(|l| l.max(0) as usize)
-            .collect();
+            .enumerate()
+            .map(|(row, label)| {
+                if label.is_finite() && label >= 0.0 && label.fract() == 0.0 && label < u32::MAX as f64 {
+                    Ok(label as usize)
+                } else {
+                    Err(shard_error(path, format!("example {row} has label {label}: labels are whole numbers from 0")))
+                }
+            })
+            .collect::<Result<Vec<usize>>>()?;
         let (data, latent) = match (tensors.get("moments"), tensors.get("images")) {
             (Some(m), _) => (m.clone(), true),
             (None, Some(i)) => (i.clone(), false),
@@ -74,11 +84,26 @@ impl ShardDataset {
         if n != labels.len() {
             return Err(shard_error(path, format!("{n} examples but {} labels", labels.len())));
         }
-        let values = match data.dtype() {
-            DType::U8 => ((data.to_dtype(DType::F32)? / 127.5)? - 1.0)?,
-            _ => data.to_dtype(DType::F32)?,
-        };
+        let is_u8 = data.dtype() == DType::U8;
+        let values = if is_u8 { ((data.to_dtype(DType::F32)? / 127.5)? - 1.0)? } else { data.to_dtype(DType::F32)? };
         let values = values.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+            return Err(shard_error(path, format!("example {} holds NaN or infinite values", at / (c * h * w))));
+        }
+        if !latent && !is_u8 {
+            // Float images are in [−1, 1]; allow for rounding.
+            if let Some(at) = values.iter().position(|v| v.abs() > 1.0 + 1e-3) {
+                return Err(shard_error(
+                    path,
+                    format!(
+                        "example {} holds the value {} but float images lie in [-1, 1]; store 0..255 pixels as u8, \
+                         or scale them to [-1, 1]",
+                        at / (c * h * w),
+                        values[at]
+                    ),
+                ));
+            }
+        }
         let (channels, latent_scale) = if latent {
             if c % 2 != 0 {
                 return Err(shard_error(path, format!("moments have an odd channel count {c}")));
@@ -87,7 +112,8 @@ impl ShardDataset {
         } else {
             (c, None)
         };
-        Ok(Self { values, labels, dims: [channels, h, w], per_item: c * h * w, latent_scale })
+        let origins = vec![(path.to_path_buf(), 0)];
+        Ok(Self { values, labels, dims: [channels, h, w], per_item: c * h * w, latent_scale, origins })
     }
 
     /// The largest label plus one.
@@ -97,6 +123,24 @@ impl ShardDataset {
 }
 
 impl Dataset for ShardDataset {
+    fn check(&self, num_classes: usize) -> Result<()> {
+        if num_classes == 0 {
+            return Ok(());
+        }
+        let Some(index) = self.labels.iter().position(|&l| l >= num_classes) else { return Ok(()) };
+        let (path, first) = self.origins.iter().rev().find(|(_, first)| *first <= index).unwrap_or(&self.origins[0]);
+        Err(shard_error(
+            path,
+            format!(
+                "example {} has label {} but the model has {num_classes} classes (labels 0..{}); check the data, or \
+                 train a model with more classes",
+                index - first,
+                self.labels[index],
+                num_classes - 1
+            ),
+        ))
+    }
+
     fn len(&self) -> usize {
         self.labels.len()
     }

@@ -1,0 +1,105 @@
+//! `--seeds`: comma-separated seeds and inclusive ranges, each seed once, read lazily.
+
+use std::str::FromStr;
+
+/// The seeds of a run, in the order given: one image each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seeds {
+    /// Inclusive ranges, in the order given.
+    ranges: Vec<(u64, u64)>,
+    /// How many seeds the ranges hold.
+    count: u64,
+}
+
+impl FromStr for Seeds {
+    type Err = String;
+
+    /// Parses e.g. `0-63` or `1,5,9-12`; a seed listed twice is an error.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let number = |s: &str, part: &str| {
+            s.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("`{part}` is not a seed or a seed range; write e.g. 0-63 or 1,5,9"))
+        };
+        let mut ranges = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            if part.is_empty() {
+                return Err(format!("empty entry in seeds `{text}`; write e.g. 0-63 or 1,5,9"));
+            }
+            let (first, last) = match part.split_once('-') {
+                Some((a, b)) => (number(a, part)?, number(b, part)?),
+                None => (number(part, part)?, number(part, part)?),
+            };
+            if last < first {
+                return Err(format!("seed range `{part}` is empty (end before start)"));
+            }
+            ranges.push((first, last));
+        }
+        let mut sorted = ranges.clone();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[1].0 <= w[0].1) {
+            return Err(format!("seed {} is listed twice; each seed makes one image", w[1].0));
+        }
+        let count = ranges
+            .iter()
+            .try_fold(0u64, |sum, (a, b)| (b - a).checked_add(1).and_then(|n| sum.checked_add(n)))
+            .ok_or_else(|| "more seeds than can be counted (2^64); ask for fewer".to_string())?;
+        Ok(Self { ranges, count })
+    }
+}
+
+impl Seeds {
+    /// Number of seeds.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// The seeds in the order given, produced as they are read.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.ranges.iter().flat_map(|&(a, b)| a..=b)
+    }
+
+    /// Whether `seed` is one of them.
+    pub fn contains(&self, seed: u64) -> bool {
+        self.ranges.iter().any(|&(a, b)| (a..=b).contains(&seed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    #[test]
+    fn lists_and_ranges() {
+        let seeds: Seeds = "1,5, 9-10".parse().unwrap();
+        assert_eq!(seeds.iter().collect::<Vec<_>>(), [1, 5, 9, 10]);
+        assert_eq!(seeds.len(), 4);
+        assert!(seeds.contains(9) && !seeds.contains(8));
+        for bad in ["", "3-1", "a", "1,,2", "1-b", "-1", "1,1,1", "0-5,3", "0-18446744073709551615"] {
+            assert!(bad.parse::<Seeds>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn huge_ranges_are_counted_not_built() {
+        let seeds: Seeds = "0-18446744073709551614".parse().unwrap();
+        assert_eq!(seeds.len(), u64::MAX);
+        assert_eq!(seeds.iter().take(3).collect::<Vec<_>>(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn no_input_panics() {
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(5);
+        let alphabet = ['0', '1', '9', '-', ',', ' ', 'x', '8'];
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..24);
+            let text: String = (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())]).collect();
+            if let Ok(seeds) = text.parse::<Seeds>() {
+                assert!(seeds.len() >= 1);
+                assert_eq!(seeds.iter().next(), Some(seeds.ranges[0].0));
+            }
+        }
+    }
+}
