@@ -113,11 +113,10 @@ impl Workload {
         let dtype = args.dtype.dtype();
         let config = ModelConfig::preset(&args.model, args.latent_size, 4, 1000, true)?;
         let trainable = TrainableModel::fresh(&config, &mut ChaCha12Rng::seed_from_u64(0), &device)?;
-        let inference = if dtype == DType::F32 {
-            trainable.model().clone()
-        } else {
-            MaskDit::new(&config, candle_nn::VarBuilder::from_tensors(trainable.weights()?, dtype, &device))?
-        };
+        // Inference on detached views of the weights (no copy): a network built on the
+        // variables themselves would record a gradient graph and keep every activation alive.
+        let detached = trainable.all_params().into_iter().map(|(name, var)| (name, var.as_tensor().detach())).collect();
+        let inference = MaskDit::new(&config, candle_nn::VarBuilder::from_tensors(detached, dtype, &device))?;
         let (n, s) = (args.batch, config.input_size);
         let x = Tensor::randn(0f32, 1.0, (n, 4, s, s), &device)?;
         let sigma = Tensor::full(2.0f32, n, &device)?;
