@@ -9,6 +9,7 @@ mod download;
 mod encode;
 mod fetch;
 mod generate;
+mod hub;
 mod labels;
 mod list;
 mod progress;

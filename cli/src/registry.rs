@@ -1,7 +1,7 @@
 //! The registry of known models and VAEs (`weights.toml`, compiled in).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -31,8 +31,11 @@ pub struct ModelEntry {
     /// Shipped inside the binary.
     #[serde(default)]
     pub embedded: bool,
-    /// Direct download address.
+    /// Direct download address (tried after the Hub).
     pub url: Option<String>,
+    /// More direct addresses, tried in order after `url`.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
     /// Hugging Face Hub repository.
     pub repo: Option<String>,
     /// Hub revision.
@@ -70,8 +73,11 @@ pub struct VaeEntry {
     pub repo: Option<String>,
     /// Hub revision.
     pub revision: Option<String>,
-    /// Direct download address (single file).
+    /// Direct download address (single file; tried after the Hub).
     pub url: Option<String>,
+    /// More direct addresses of a single-file VAE, tried in order after `url`.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
     /// Files to fetch; the first holds the weights.
     pub files: Vec<String>,
     /// Expected SHA-256 of the weights file, hex.
@@ -79,9 +85,18 @@ pub struct VaeEntry {
 }
 
 impl Registry {
-    /// The compiled-in registry.
+    /// The registry: the file `MASKDIT_REGISTRY` names, else the compiled-in one.
     pub fn load() -> Result<Self> {
-        let registry: Self = toml::from_str(REGISTRY).context("the built-in weights.toml is malformed")?;
+        let registry: Self = match std::env::var_os("MASKDIT_REGISTRY") {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).with_context(|| {
+                    format!("cannot read the registry {} (MASKDIT_REGISTRY)", Path::new(&path).display())
+                })?;
+                toml::from_str(&text)
+                    .with_context(|| format!("{} is not a registry like weights.toml", Path::new(&path).display()))?
+            }
+            None => toml::from_str(REGISTRY).context("the built-in weights.toml is malformed")?,
+        };
         if !registry.models.contains_key(&registry.default_model) {
             bail!("weights.toml: default model `{}` is not listed", registry.default_model);
         }

@@ -1,0 +1,340 @@
+//! The Hugging Face Hub: a repository's file list, and files downloaded into the standard
+//! cache (`$HF_HOME/hub/models--owner--name/{blobs,snapshots,refs}`, shared with Python users),
+//! verified against the size and SHA-256 the Hub lists before they are put under their names.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::progress;
+
+/// A file of a Hub repository, as its tree listing gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoFile {
+    /// Path inside the repository.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 (hex) of an LFS file.
+    pub sha256: Option<String>,
+}
+
+/// One entry of `GET /api/{models|datasets}/{repo}/tree/{revision}`.
+#[derive(Debug, Deserialize)]
+struct TreeEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    path: String,
+    #[serde(default)]
+    size: u64,
+    lfs: Option<Lfs>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Lfs {
+    oid: String,
+}
+
+/// A Hub repository at a revision.
+#[derive(Debug, Clone)]
+pub struct HubRepo {
+    endpoint: String,
+    repo: String,
+    revision: String,
+    token: Option<String>,
+}
+
+/// The Hub cache folder (`$HF_HOME/hub`, else `~/.cache/huggingface/hub`).
+fn hub_cache() -> PathBuf {
+    let home = std::env::var_os("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        let user = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        user.join(".cache").join("huggingface")
+    });
+    home.join("hub")
+}
+
+/// `HF_TOKEN`, else the token `huggingface-cli login` saved.
+fn token() -> Option<String> {
+    std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| hf_hub::Cache::from_env().token())
+}
+
+/// What the cache remembers of a resolved registry file: where the repository keeps it and
+/// what it must hash to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Resolved {
+    file: RepoFile,
+    commit: String,
+    /// Modification time (ns since the epoch) of the blob when it was last verified.
+    verified_mtime: Option<u128>,
+}
+
+fn mtime(path: &Path) -> Option<u128> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(modified.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos())
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_of(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl HubRepo {
+    /// The model repository `repo` at `revision`, on `HF_ENDPOINT` (default huggingface.co).
+    pub fn model(repo: &str, revision: &str) -> Self {
+        let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
+        Self {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            repo: repo.to_string(),
+            revision: revision.to_string(),
+            token: token(),
+        }
+    }
+
+    /// `$HF_HOME/hub/models--owner--name`.
+    fn cache_dir(&self) -> PathBuf {
+        hub_cache().join(format!("models--{}", self.repo.replace('/', "--")))
+    }
+
+    fn resolved_index(&self) -> PathBuf {
+        self.cache_dir().join("maskdit-resolved.json")
+    }
+
+    fn read_index(&self) -> BTreeMap<String, Resolved> {
+        std::fs::read_to_string(self.resolved_index())
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    }
+
+    fn remember(&self, name: &str, resolved: Resolved) -> Result<()> {
+        let mut index = self.read_index();
+        index.insert(name.to_string(), resolved);
+        let text = serde_json::to_string_pretty(&index)?;
+        std::fs::create_dir_all(self.cache_dir())?;
+        maskdit_io::write_atomic(&self.resolved_index(), |f| f.write_all(text.as_bytes()))?;
+        Ok(())
+    }
+
+    fn get(&self, url: &str) -> Result<ureq::Response> {
+        let mut request = ureq::get(url);
+        if let Some(token) = &self.token {
+            request = request.set("Authorization", &format!("Bearer {token}"));
+        }
+        match request.call() {
+            Ok(response) => Ok(response),
+            Err(ureq::Error::Status(code, _)) => bail!("{url} answered HTTP {code}"),
+            Err(e) => Err(e).with_context(|| format!("cannot reach {url}")),
+        }
+    }
+
+    /// Every file of the repository (following the listing's pages).
+    pub fn list(&self) -> Result<Vec<RepoFile>> {
+        let mut url = Some(format!("{}/api/models/{}/tree/{}?recursive=true", self.endpoint, self.repo, self.revision));
+        let mut files = Vec::new();
+        while let Some(page) = url.take() {
+            let response = self.get(&page)?;
+            url = response.header("Link").and_then(next_page);
+            let entries: Vec<TreeEntry> =
+                response.into_json().with_context(|| format!("{page} did not answer with a file list"))?;
+            files.extend(entries.into_iter().filter(|e| e.kind == "file").map(|e| RepoFile {
+                path: e.path,
+                size: e.size,
+                sha256: e.lfs.map(|l| l.oid.to_lowercase()),
+            }));
+        }
+        Ok(files)
+    }
+
+    /// The cached, verified copy of registry file `name`, resolved earlier; a copy found
+    /// corrupt is removed (so that it is fetched again), never returned.
+    pub fn cached(&self, name: &str) -> Option<PathBuf> {
+        let mut resolved = self.read_index().remove(name)?;
+        let path = self.cache_dir().join("snapshots").join(&resolved.commit).join(&resolved.file.path);
+        let blob = std::fs::canonicalize(&path).ok()?;
+        let size = std::fs::metadata(&blob).ok()?.len();
+        let intact = size == resolved.file.size
+            && (resolved.verified_mtime.is_some() && resolved.verified_mtime == mtime(&blob)
+                || resolved.file.sha256.as_ref().is_none_or(|want| sha256_of(&blob).is_ok_and(|got| &got == want)));
+        if !intact {
+            let _ = std::fs::remove_file(&blob);
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        if resolved.verified_mtime != mtime(&blob) {
+            resolved.verified_mtime = mtime(&blob);
+            let _ = self.remember(name, resolved);
+        }
+        Some(path)
+    }
+
+    /// Downloads `file` into the cache (resuming a partial download), verifies its size and
+    /// SHA-256, and remembers it as registry file `name`.
+    pub fn download(&self, name: &str, file: &RepoFile) -> Result<PathBuf> {
+        let url = format!("{}/{}/resolve/{}/{}", self.endpoint, self.repo, self.revision, file.path);
+        let blobs = self.cache_dir().join("blobs");
+        std::fs::create_dir_all(&blobs).with_context(|| format!("cannot create {}", blobs.display()))?;
+        let blob_name = file.sha256.clone().unwrap_or_else(|| format!("{}-{}", file.size, file.path.replace('/', "_")));
+        let blob = blobs.join(&blob_name);
+        let partial = blobs.join(format!("{blob_name}.incomplete"));
+        let already =
+            blob.is_file() && file.sha256.as_ref().is_some_and(|want| sha256_of(&blob).is_ok_and(|got| &got == want));
+        if !already {
+            let _ = std::fs::remove_file(&blob);
+        }
+        let commit = if already { self.revision.clone() } else { self.fetch_blob(&url, file, &partial, &blob)? };
+        self.link(name, file, &blob_name, commit)
+    }
+
+    /// Transfers `url` into `partial`, checks it against `file` and renames it to `blob`;
+    /// returns the commit the server named.
+    fn fetch_blob(&self, url: &str, file: &RepoFile, partial: &Path, blob: &Path) -> Result<String> {
+        let commit = transfer(url, partial, self.token.as_deref())?.commit.unwrap_or_else(|| self.revision.clone());
+        let got = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+        if got > file.size {
+            let _ = std::fs::remove_file(partial);
+            bail!(
+                "{} from {} came out longer than the {} bytes the Hub lists (deleted; download again)",
+                file.path,
+                self.repo,
+                file.size
+            );
+        }
+        if got != file.size {
+            // A resumable partial stays under its own name; nothing looks complete.
+            bail!(
+                "the download of {} from {} broke off at {got} of {} bytes; run the same command again to resume",
+                file.path,
+                self.repo,
+                file.size
+            );
+        }
+        if let Some(want) = &file.sha256 {
+            let have = sha256_of(partial)?;
+            if &have != want {
+                let _ = std::fs::remove_file(partial);
+                bail!("{} from {} has SHA-256 {have}, the Hub lists {want}: the transfer was corrupt (deleted; download again)", file.path, self.repo);
+            }
+        }
+        std::fs::rename(partial, blob).with_context(|| format!("cannot move the download to {}", blob.display()))?;
+        Ok(commit)
+    }
+
+    /// Puts `blob` in the snapshot of `commit` under the file's path and remembers it.
+    fn link(&self, name: &str, file: &RepoFile, blob_name: &str, commit: String) -> Result<PathBuf> {
+        let blob = self.cache_dir().join("blobs").join(blob_name);
+        let link = self.cache_dir().join("snapshots").join(&commit).join(&file.path);
+        let parent = link.parent().context("snapshot path has no folder")?;
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        let _ = std::fs::remove_file(&link);
+        let depth = file.path.matches('/').count() + 2;
+        let target = PathBuf::from("../".repeat(depth)).join("blobs").join(blob_name);
+        std::os::unix::fs::symlink(&target, &link).with_context(|| format!("cannot link {}", link.display()))?;
+        let refs = self.cache_dir().join("refs");
+        std::fs::create_dir_all(&refs)?;
+        maskdit_io::write_atomic(&refs.join(&self.revision), |f| f.write_all(commit.as_bytes()))?;
+        self.remember(name, Resolved { file: file.clone(), commit, verified_mtime: mtime(&blob) })?;
+        Ok(link)
+    }
+
+    /// The repository's name.
+    pub fn name(&self) -> &str {
+        &self.repo
+    }
+}
+
+/// The `next` address of a `Link` header (`<url>; rel="next"`).
+fn next_page(link: &str) -> Option<String> {
+    link.split(',').find(|part| part.contains("rel=\"next\"")).and_then(|part| {
+        let start = part.find('<')? + 1;
+        let end = part.find('>')?;
+        Some(part[start..end].to_string())
+    })
+}
+
+/// The file of `files` that registry file `name` is: by SHA-256 where the registry knows it,
+/// else by file name; none or several is an error listing the candidates.
+pub fn resolve<'a>(files: &'a [RepoFile], name: &str, sha256: Option<&str>, repo: &str) -> Result<&'a RepoFile> {
+    let matches: Vec<&RepoFile> = match sha256 {
+        Some(want) => files.iter().filter(|f| f.sha256.as_deref() == Some(&want.to_lowercase())).collect(),
+        None => files.iter().filter(|f| f.path.rsplit('/').next() == Some(name)).collect(),
+    };
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => {
+            let similar: Vec<&str> = files
+                .iter()
+                .map(|f| f.path.as_str())
+                .filter(|p| p.ends_with(".pt") || p.ends_with(".pth") || p.ends_with(".safetensors"))
+                .collect();
+            bail!(
+                "the Hub repo {repo} holds no file {name}; its weight files: {}",
+                if similar.is_empty() { "none".to_string() } else { similar.join(", ") }
+            )
+        }
+        several => {
+            let paths: Vec<&str> = several.iter().map(|f| f.path.as_str()).collect();
+            bail!("the Hub repo {repo} holds {name} in several places ({}); name one in weights.toml", paths.join(", "))
+        }
+    }
+}
+
+/// What a transfer learned from the server.
+#[derive(Debug, Clone, Default)]
+pub struct Transfer {
+    /// The repository commit the server names (`X-Repo-Commit`).
+    pub commit: Option<String>,
+    /// The whole file's length, where the server announced it.
+    pub total: Option<u64>,
+}
+
+/// Streams `url` into `partial`, resuming from its current length. A transfer that ends early
+/// is not an error here: the caller checks the size.
+pub fn transfer(url: &str, partial: &Path, token: Option<&str>) -> Result<Transfer> {
+    let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+    let mut request = ureq::get(url);
+    if let Some(token) = token {
+        request = request.set("Authorization", &format!("Bearer {token}"));
+    }
+    if have > 0 {
+        request = request.set("Range", &format!("bytes={have}-"));
+    }
+    let response = match request.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(416, _)) => return Ok(Transfer { commit: None, total: Some(have) }),
+        Err(ureq::Error::Status(code, _)) => bail!("{url} answered HTTP {code}"),
+        Err(e) => return Err(e).with_context(|| format!("cannot reach {url}")),
+    };
+    let commit = response.header("X-Repo-Commit").map(str::to_string);
+    let resumed = response.status() == 206;
+    let length = response.header("Content-Length").and_then(|l| l.parse::<u64>().ok());
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(resumed)
+        .truncate(!resumed)
+        .open(partial)
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    let start = if resumed { have } else { 0 };
+    let bar = progress::bytes(start + length.unwrap_or(0), "download");
+    bar.set_position(start);
+    let mut reader = response.into_reader();
+    let mut buffer = vec![0u8; 1 << 20];
+    // A broken connection ends the loop with what arrived; the caller's size check decides.
+    while let Ok(n) = reader.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buffer[..n]).with_context(|| format!("cannot write {}", partial.display()))?;
+        bar.inc(n as u64);
+    }
+    out.sync_all().with_context(|| format!("cannot write {}", partial.display()))?;
+    bar.finish_and_clear();
+    Ok(Transfer { commit, total: length.map(|l| start + l) })
+}

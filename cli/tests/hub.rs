@@ -1,0 +1,195 @@
+//! Downloads against a local stand-in of the Hugging Face Hub and of a mirror: files found by
+//! listing the repository, verified before they are cached, fallbacks after a refusal, offline
+//! runs served from the verified cache.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use maskdit_tests::Scratch;
+use sha2::{Digest, Sha256};
+
+/// The bytes of the one good checkpoint.
+fn good_bytes() -> Vec<u8> {
+    (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the stand-in answers for a path: status, headers, body, and whether to cut the body
+/// short (half of it, no Content-Length).
+#[derive(Clone)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    cut: bool,
+}
+
+fn answer(status: u16, body: Vec<u8>) -> Answer {
+    Answer { status, headers: Vec::new(), body, cut: false }
+}
+
+/// Serves the routes `build` makes for the server's address (path with query → answer) on a
+/// local port until the test ends; honours `Range: bytes=N-` on 200 answers.
+fn serve(build: impl FnOnce(&str) -> HashMap<String, Answer>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let routes = build(&base);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            handle(stream, &routes);
+        }
+    });
+    base
+}
+
+/// Answers one request.
+fn handle(mut stream: std::net::TcpStream, routes: &HashMap<String, Answer>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request = String::new();
+    if reader.read_line(&mut request).is_err() {
+        return;
+    }
+    let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut range_start = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
+            break;
+        }
+        if let Some(value) = line.to_lowercase().strip_prefix("range: bytes=") {
+            range_start = value.trim().trim_end_matches('-').parse().unwrap_or(0);
+        }
+    }
+    let Some(a) = routes.get(&path) else {
+        let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+    };
+    let (status, body) = if a.status == 200 && range_start > 0 && range_start <= a.body.len() {
+        (206, &a.body[range_start..])
+    } else {
+        (a.status, &a.body[..])
+    };
+    let mut head = format!("HTTP/1.1 {status} X\r\nConnection: close\r\n");
+    for (k, v) in &a.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let body = if a.cut {
+        head.push_str("\r\n");
+        &body[..body.len() / 2]
+    } else {
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        body
+    };
+    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body)).and_then(|()| stream.flush());
+}
+
+fn registry(dir: &Path) -> std::path::PathBuf {
+    let entry = |name: &str, repo: &str, file: &str, mirrors: &str| {
+        format!(
+            "[models.{name}]\ndescription = \"test\"\nrepo = \"{repo}\"\nfile = \"{file}\"\nresolution = 8\nsteps = 2\n\
+             cfg = 1.0\nmirrors = [{mirrors}]\n\n"
+        )
+    };
+    let mut text = String::from("default_model = \"good\"\n\n");
+    text += &entry("good", "org/repo", "good.pt", "");
+    text += &entry("cut", "org/repo", "cut.pt", "");
+    text += &entry("wrong", "org/repo", "wrong.pt", "");
+    text += &entry("fallback", "refused/repo", "good.pt", "\"https://mirror.example.org/maskdit/checkpoints/good.pt\"");
+    text += "[vaes]\n";
+    let path = dir.join("registry.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn hub_routes(base: &str) -> HashMap<String, Answer> {
+    let good = good_bytes();
+    let listing = |entries: serde_json::Value| answer(200, entries.to_string().into_bytes());
+    let lfs = |path: &str, bytes: &[u8]| serde_json::json!({"type": "file", "path": path, "size": bytes.len(), "lfs": {"oid": hex_sha256(bytes)}});
+    let tree = "/api/models/org/repo/tree/main?recursive=true";
+    let mut first_page = listing(serde_json::json!([
+        {"type": "directory", "path": "checkpoints", "size": 0},
+        lfs("checkpoints/good.pt", &good),
+        {"type": "file", "path": "README.md", "size": 10},
+    ]));
+    first_page.headers.push(("Link".into(), format!("<{base}{tree}&cursor=2>; rel=\"next\"")));
+    // Other contents than the good file's (blobs are shared by content).
+    let (cut, listed) =
+        (good.iter().map(|b| b ^ 2).collect::<Vec<u8>>(), good.iter().map(|b| b ^ 4).collect::<Vec<u8>>());
+    let second_page = listing(serde_json::json!([lfs("checkpoints/cut.pt", &cut), lfs("other/wrong.pt", &listed)]));
+    let file = |body: Vec<u8>, cut: bool| Answer {
+        status: 200,
+        headers: vec![
+            ("X-Repo-Commit".into(), "0123abcd".into()),
+            ("ETag".into(), format!("\"{}\"", hex_sha256(&good))),
+        ],
+        body,
+        cut,
+    };
+    HashMap::from([
+        (tree.to_string(), first_page),
+        (format!("{tree}&cursor=2"), second_page),
+        ("/org/repo/resolve/main/checkpoints/good.pt".into(), file(good.clone(), false)),
+        ("/org/repo/resolve/main/checkpoints/cut.pt".into(), file(cut, true)),
+        ("/org/repo/resolve/main/other/wrong.pt".into(), file(good.iter().map(|b| b ^ 1).collect(), false)),
+        ("/api/models/refused/repo/tree/main?recursive=true".into(), answer(403, b"forbidden".to_vec())),
+        ("/maskdit/checkpoints/good.pt".into(), file(good.clone(), false)),
+    ])
+}
+
+#[test]
+fn downloads_are_found_verified_and_never_cached_broken() {
+    let dir = Scratch::new("hub");
+    let served = serve(hub_routes);
+    let registry = registry(&dir);
+    let home = dir.join("hf-home");
+    let run = |args: &[&str], offline: bool| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_maskdit"))
+            .args(args)
+            .env("MASKDIT_REGISTRY", &registry)
+            .env("HF_HOME", &home)
+            .env("HF_ENDPOINT", &served)
+            .env("MASKDIT_MIRROR_BASE", &served)
+            .env("HF_HUB_OFFLINE", if offline { "1" } else { "0" })
+            .env_remove("HF_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let text = |o: &Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+
+    // Found in a subfolder on the second page of the listing, verified, cached.
+    let got = run(&["download", "good"], false);
+    assert!(got.status.success(), "{}", text(&got));
+    let path = String::from_utf8_lossy(&got.stdout).trim().to_string();
+    assert!(path.ends_with("snapshots/0123abcd/checkpoints/good.pt"), "{path}");
+    assert_eq!(std::fs::read(&path).unwrap(), good_bytes());
+    // Offline, the verified cache serves it.
+    let again = run(&["download", "good"], true);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), path);
+
+    // A body cut short without a Content-Length: an error, and nothing an offline run takes.
+    let cut = run(&["download", "cut"], false);
+    assert!(!cut.status.success() && text(&cut).contains("broke off"), "{}", text(&cut));
+    let cut_offline = run(&["download", "cut"], true);
+    assert!(!cut_offline.status.success() && text(&cut_offline).contains("not in the cache"), "{}", text(&cut_offline));
+
+    // Wrong bytes: an error naming the checksum; nothing kept.
+    let wrong = run(&["download", "wrong"], false);
+    assert!(!wrong.status.success() && text(&wrong).contains("SHA-256"), "{}", text(&wrong));
+
+    // The Hub refuses (403): the mirror is tried and serves the file.
+    let fallback = run(&["download", "fallback"], false);
+    assert!(fallback.status.success(), "{}", text(&fallback));
+    assert_eq!(std::fs::read(String::from_utf8_lossy(&fallback.stdout).trim()).unwrap(), good_bytes());
+
+    // A cached file damaged later is found out and not used.
+    std::fs::write(std::fs::canonicalize(&path).unwrap(), b"damaged").unwrap();
+    let damaged = run(&["download", "good"], true);
+    assert!(!damaged.status.success() && text(&damaged).contains("not in the cache"), "{}", text(&damaged));
+}
