@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::hub::{self, HubRepo};
-use crate::registry::{url_cache_dir, ModelEntry, VaeEntry};
+use crate::hub::{self, HubRepo, RepoKind};
+use crate::registry::{url_cache_dir, DatasetEntry, ModelEntry, VaeEntry};
 
 /// Whether `HF_HUB_OFFLINE` asks for no network.
 pub fn offline() -> bool {
@@ -39,7 +39,7 @@ fn mirror_url(url: &str) -> String {
 
 impl Source<'_> {
     fn hub(&self) -> Option<HubRepo> {
-        self.repo.map(|(repo, revision)| HubRepo::model(repo, revision))
+        self.repo.map(|(repo, revision)| HubRepo::new(RepoKind::Model, repo, revision))
     }
 
     fn mirror_destination(&self) -> PathBuf {
@@ -174,4 +174,85 @@ pub fn download_url(url: &str, dest: &Path, sha256: Option<&str>) -> Result<Path
     }
     std::fs::rename(&part, dest).with_context(|| format!("cannot move the download to {}", dest.display()))?;
     Ok(dest.to_path_buf())
+}
+
+fn dataset_hub(entry: &DatasetEntry) -> HubRepo {
+    HubRepo::new(RepoKind::Dataset, &entry.repo, entry.revision.as_deref().unwrap_or("main"))
+}
+
+/// The cached LMDB folder of a dataset entry, if its data file is cached and verified.
+pub fn cached_dataset(name: &str, entry: &DatasetEntry) -> Option<PathBuf> {
+    let data = entry.files.first()?;
+    if let Some(path) = dataset_hub(entry).cached(&format!("{name}/{data}")) {
+        return path.parent().map(Path::to_path_buf);
+    }
+    let folder = url_cache_dir().join(name);
+    folder.join(data).is_file().then_some(folder)
+}
+
+/// The repository files of a dataset entry's LMDB folder: the one folder whose path contains
+/// `folder_contains` and holds the data file.
+fn dataset_files(files: &[hub::RepoFile], entry: &DatasetEntry, repo: &str) -> Result<Vec<hub::RepoFile>> {
+    let data = entry.files.first().context("the dataset entry lists no files")?;
+    let folders: Vec<&str> = files
+        .iter()
+        .filter(|f| f.path.rsplit('/').next() == Some(data.as_str()) && f.path.contains(&entry.folder_contains))
+        .map(|f| f.path.rsplit_once('/').map_or("", |(folder, _)| folder))
+        .collect();
+    let folder = match folders.as_slice() {
+        [one] => *one,
+        [] => bail!("the Hub dataset {repo} holds no {data} under a folder naming `{}`", entry.folder_contains),
+        several => bail!(
+            "the Hub dataset {repo} holds several LMDB folders naming `{}`: {}",
+            entry.folder_contains,
+            several.join(", ")
+        ),
+    };
+    let wanted = |file: &str| if folder.is_empty() { file.to_string() } else { format!("{folder}/{file}") };
+    Ok(entry.files.iter().filter_map(|file| files.iter().find(|f| f.path == wanted(file)).cloned()).collect())
+}
+
+/// Fetches the LMDB folder of a dataset entry (a no-op when cached); returns the folder.
+pub fn fetch_dataset(name: &str, entry: &DatasetEntry) -> Result<PathBuf> {
+    if let Some(folder) = cached_dataset(name, entry) {
+        return Ok(folder);
+    }
+    if offline() {
+        bail!("`{name}` is not in the cache and HF_HUB_OFFLINE is set; run `maskdit download {name}` with network access first");
+    }
+    let hub = dataset_hub(entry);
+    let from_hub = hub.list().and_then(|files| {
+        let mut folder = None;
+        for file in dataset_files(&files, entry, hub.name())? {
+            let base = file.path.rsplit('/').next().unwrap_or(&file.path).to_string();
+            let path = hub.download(&format!("{name}/{base}"), &file)?;
+            folder.get_or_insert(path.parent().map(Path::to_path_buf).unwrap_or_default());
+        }
+        folder.context("no files")
+    });
+    let mut failures = Vec::new();
+    match from_hub {
+        Ok(folder) => return Ok(folder),
+        Err(e) => failures.push(format!("Hub dataset {}: {e:#}", hub.name())),
+    }
+    if let Some(mirror) = &entry.mirror {
+        let folder = url_cache_dir().join(name);
+        let fetched = entry.files.iter().enumerate().try_for_each(|(i, file)| {
+            let url = mirror_url(&format!("{}/{file}", mirror.trim_end_matches('/')));
+            match download_url(&url, &folder.join(file), None) {
+                Ok(_) => Ok(()),
+                // Only the data file is required.
+                Err(_) if i > 0 => Ok(()),
+                Err(e) => Err(e.context(url)),
+            }
+        });
+        match fetched {
+            Ok(()) => return Ok(folder),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    bail!(
+        "could not fetch `{name}`; every source failed:\n  {}\nCheck the network, HF_ENDPOINT and HF_TOKEN",
+        failures.join("\n  ")
+    )
 }

@@ -1,5 +1,5 @@
 //! The Hugging Face Hub: a repository's file list, and files downloaded into the standard
-//! cache (`$HF_HOME/hub/models--owner--name/{blobs,snapshots,refs}`, shared with Python users),
+//! cache (`$HF_HOME/hub/{models,datasets}--owner--name/{blobs,snapshots,refs}`, shared with Python),
 //! verified against the size and SHA-256 the Hub lists before they are put under their names.
 
 use std::collections::BTreeMap;
@@ -39,10 +39,20 @@ struct Lfs {
     oid: String,
 }
 
+/// What a Hub repository holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoKind {
+    /// A model repository.
+    Model,
+    /// A dataset repository.
+    Dataset,
+}
+
 /// A Hub repository at a revision.
 #[derive(Debug, Clone)]
 pub struct HubRepo {
     endpoint: String,
+    kind: RepoKind,
     repo: String,
     revision: String,
     token: Option<String>,
@@ -86,20 +96,29 @@ pub fn sha256_of(path: &Path) -> Result<String> {
 }
 
 impl HubRepo {
-    /// The model repository `repo` at `revision`, on `HF_ENDPOINT` (default huggingface.co).
-    pub fn model(repo: &str, revision: &str) -> Self {
+    /// The repository `repo` at `revision`, on `HF_ENDPOINT` (default huggingface.co).
+    pub fn new(kind: RepoKind, repo: &str, revision: &str) -> Self {
         let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
         Self {
             endpoint: endpoint.trim_end_matches('/').to_string(),
+            kind,
             repo: repo.to_string(),
             revision: revision.to_string(),
             token: token(),
         }
     }
 
-    /// `$HF_HOME/hub/models--owner--name`.
+    /// `models` or `datasets`.
+    fn plural(&self) -> &'static str {
+        match self.kind {
+            RepoKind::Model => "models",
+            RepoKind::Dataset => "datasets",
+        }
+    }
+
+    /// `$HF_HOME/hub/models--owner--name` (or `datasets--…`).
     fn cache_dir(&self) -> PathBuf {
-        hub_cache().join(format!("models--{}", self.repo.replace('/', "--")))
+        hub_cache().join(format!("{}--{}", self.plural(), self.repo.replace('/', "--")))
     }
 
     fn resolved_index(&self) -> PathBuf {
@@ -136,7 +155,13 @@ impl HubRepo {
 
     /// Every file of the repository (following the listing's pages).
     pub fn list(&self) -> Result<Vec<RepoFile>> {
-        let mut url = Some(format!("{}/api/models/{}/tree/{}?recursive=true", self.endpoint, self.repo, self.revision));
+        let mut url = Some(format!(
+            "{}/api/{}/{}/tree/{}?recursive=true",
+            self.endpoint,
+            self.plural(),
+            self.repo,
+            self.revision
+        ));
         let mut files = Vec::new();
         while let Some(page) = url.take() {
             let response = self.get(&page)?;
@@ -177,7 +202,8 @@ impl HubRepo {
     /// Downloads `file` into the cache (resuming a partial download), verifies its size and
     /// SHA-256, and remembers it as registry file `name`.
     pub fn download(&self, name: &str, file: &RepoFile) -> Result<PathBuf> {
-        let url = format!("{}/{}/resolve/{}/{}", self.endpoint, self.repo, self.revision, file.path);
+        let prefix = if self.kind == RepoKind::Dataset { "datasets/" } else { "" };
+        let url = format!("{}/{prefix}{}/resolve/{}/{}", self.endpoint, self.repo, self.revision, file.path);
         let blobs = self.cache_dir().join("blobs");
         std::fs::create_dir_all(&blobs).with_context(|| format!("cannot create {}", blobs.display()))?;
         let blob_name = file.sha256.clone().unwrap_or_else(|| format!("{}-{}", file.size, file.path.replace('/', "_")));

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::fetch::{cached_model, cached_vae};
+use crate::fetch::{cached_dataset, cached_model, cached_vae};
 use crate::registry::Registry;
 
 /// `cached, verified, 2700.0 MB` for a cached file, `not cached` otherwise.
@@ -43,6 +43,12 @@ pub fn run() -> Result<()> {
         let first = entry.url.as_deref().or(entry.mirrors.first().map(String::as_str));
         let from = source(entry.repo.as_deref(), &entry.files.join(", "), first);
         println!("  {name}: {}\n      from {from}; {}", entry.description, status(cached_vae(name, entry)));
+    }
+    println!("datasets:");
+    for (name, entry) in &registry.datasets {
+        let cached = cached_dataset(name, entry).and_then(|folder| Some(folder.join(entry.files.first()?)));
+        let from = format!("Hub dataset {}: the LMDB folder naming `{}`", entry.repo, entry.folder_contains);
+        println!("  {name}: {}\n      from {from}; {}", entry.description, status(cached));
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ enum Command {
     ///   maskdit generate --class 3 --seeds 0-15 --out digits
     ///   maskdit generate --model imagenet256-guidance --class "golden retriever" --cfg 1.5 --device cuda
     Generate(generate::GenerateArgs),
-    /// Download a registry model or VAE into the cache (Hugging Face cache layout).
+    /// Download a registry model, VAE or dataset into the cache (Hugging Face cache layout).
     ///
     /// Example: maskdit download imagenet256-guidance
     Download(download::DownloadArgs),

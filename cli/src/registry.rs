@@ -21,6 +21,9 @@ pub struct Registry {
     pub models: BTreeMap<String, ModelEntry>,
     /// VAEs by name.
     pub vaes: BTreeMap<String, VaeEntry>,
+    /// Training data by name.
+    #[serde(default)]
+    pub datasets: BTreeMap<String, DatasetEntry>,
 }
 
 /// A diffusion model.
@@ -62,6 +65,28 @@ pub struct ModelEntry {
     pub steps: usize,
     /// Default guidance scale.
     pub cfg: f64,
+}
+
+/// Training data: an LMDB folder in a Hub dataset repository.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatasetEntry {
+    /// What it is.
+    pub description: String,
+    /// Hub dataset repository.
+    pub repo: String,
+    /// Hub revision.
+    pub revision: Option<String>,
+    /// A part of the path of the LMDB folder that tells it from the repository's others.
+    pub folder_contains: String,
+    /// The files of the LMDB folder; the first (`data.mdb`) is required, the others are taken
+    /// where the folder has them.
+    pub files: Vec<String>,
+    /// Address of the folder elsewhere (tried after the Hub): the files are fetched below it.
+    pub mirror: Option<String>,
+    /// Latent channels.
+    pub channels: usize,
+    /// Latent side.
+    pub resolution: usize,
 }
 
 /// A VAE.

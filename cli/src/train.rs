@@ -38,7 +38,8 @@ pub struct TrainArgs {
     #[arg(long)]
     preset: String,
     /// Training data: safetensors shards (files or folders of them, from `maskdit encode`
-    /// or with `images` + `labels`), or an official latent LMDB folder.
+    /// or with `images` + `labels`), an official latent LMDB folder, or a registry dataset
+    /// such as imagenet256-latents (see `maskdit list`).
     #[arg(long, required = true, num_args = 1..)]
     data: Vec<PathBuf>,
     /// Architecture as JSON (the official field names, e.g. a golden `config.json`), replacing
@@ -100,8 +101,26 @@ pub struct FinetuneArgs {
     pub train: TrainArgs,
 }
 
-/// Reads the data given on the command line.
+/// Reads the data given on the command line: shard files or folders, an LMDB folder, or the
+/// name of a registry dataset (fetched when not cached).
 fn open_data(paths: &[PathBuf], channels: usize, size: usize, xflip: bool) -> Result<Box<dyn Dataset>> {
+    if let [name] = paths {
+        let registry = crate::registry::Registry::load()?;
+        if let Some(entry) = registry.datasets.get(&*name.to_string_lossy()).filter(|_| !name.exists()) {
+            if (entry.channels, entry.resolution) != (channels, size) {
+                bail!(
+                    "{} holds {}x{res}x{res} latents but the model takes {channels}x{size}x{size}; choose the matching \
+                     preset or dataset",
+                    name.display(),
+                    entry.channels,
+                    res = entry.resolution
+                );
+            }
+            let dir = crate::fetch::fetch_dataset(&name.to_string_lossy(), entry)?;
+            let ds = LmdbDataset::open(&dir, channels, size, xflip, maskdit_vae::SD_SCALE_FACTOR)?;
+            return Ok(Box::new(ds));
+        }
+    }
     if let [dir] = paths {
         if dir.join("data.mdb").exists() {
             let ds = LmdbDataset::open(dir, channels, size, xflip, maskdit_vae::SD_SCALE_FACTOR)?;

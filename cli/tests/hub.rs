@@ -101,7 +101,8 @@ fn registry(dir: &Path) -> std::path::PathBuf {
     text += &entry("cut", "org/repo", "cut.pt", "");
     text += &entry("wrong", "org/repo", "wrong.pt", "");
     text += &entry("fallback", "refused/repo", "good.pt", "\"https://mirror.example.org/maskdit/checkpoints/good.pt\"");
-    text += "[vaes]\n";
+    text += "[vaes]\n\n[datasets.latents]\ndescription = \"test\"\nrepo = \"org/data\"\nfolder_contains = \"256\"\n\
+             files = [\"data.mdb\", \"lock.mdb\"]\nchannels = 4\nresolution = 8\n";
     let path = dir.join("registry.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -139,6 +140,22 @@ fn hub_routes(base: &str) -> HashMap<String, Answer> {
         ("/org/repo/resolve/main/other/wrong.pt".into(), file(good.iter().map(|b| b ^ 1).collect(), false)),
         ("/api/models/refused/repo/tree/main?recursive=true".into(), answer(403, b"forbidden".to_vec())),
         ("/maskdit/checkpoints/good.pt".into(), file(good.clone(), false)),
+        (
+            "/api/datasets/org/data/tree/main?recursive=true".into(),
+            listing(serde_json::json!([
+                lfs("imagenet_512_latent_lmdb/train/data.mdb", b"other"),
+                lfs("imagenet_256_latent_lmdb/train/data.mdb", &good[..5000]),
+                {"type": "file", "path": "imagenet_256_latent_lmdb/train/lock.mdb", "size": 3},
+            ])),
+        ),
+        (
+            "/datasets/org/data/resolve/main/imagenet_256_latent_lmdb/train/data.mdb".into(),
+            file(good[..5000].to_vec(), false),
+        ),
+        (
+            "/datasets/org/data/resolve/main/imagenet_256_latent_lmdb/train/lock.mdb".into(),
+            file(b"abc".to_vec(), false),
+        ),
     ])
 }
 
@@ -187,6 +204,25 @@ fn downloads_are_found_verified_and_never_cached_broken() {
     let fallback = run(&["download", "fallback"], false);
     assert!(fallback.status.success(), "{}", text(&fallback));
     assert_eq!(std::fs::read(String::from_utf8_lossy(&fallback.stdout).trim()).unwrap(), good_bytes());
+
+    // The latents: the LMDB folder found by listing the dataset repo, both files fetched.
+    let latents = run(&["download", "latents"], false);
+    assert!(latents.status.success(), "{}", text(&latents));
+    let folder = std::path::PathBuf::from(String::from_utf8_lossy(&latents.stdout).trim());
+    assert!(folder.ends_with("imagenet_256_latent_lmdb/train"), "{}", folder.display());
+    assert_eq!(std::fs::read(folder.join("data.mdb")).unwrap(), &good_bytes()[..5000]);
+    assert_eq!(std::fs::read(folder.join("lock.mdb")).unwrap(), b"abc");
+    // `--data NAME` takes the cached folder (offline): its bytes are no LMDB, which is the error.
+    let config = maskdit_tests::cases_of(maskdit_tests::CaseKind::Model)[0].join("config.json");
+    let out = dir.join("run");
+    let mut train = vec!["train", "--preset", "imagenet256-finetune", "--config", config.to_str().unwrap()];
+    train.extend(["--data", "latents", "--out", out.to_str().unwrap()]);
+    let trained = run(&train, true);
+    assert!(!trained.status.success() && text(&trained).contains("LMDB"), "{}", text(&trained));
+    // A dataset of other dimensions than the model's is refused by name.
+    let wrong_size =
+        run(&["train", "--preset", "mnist-pretrain", "--data", "latents", "--out", out.to_str().unwrap()], true);
+    assert!(text(&wrong_size).contains("latents but the model takes"), "{}", text(&wrong_size));
 
     // A cached file damaged later is found out and not used.
     std::fs::write(std::fs::canonicalize(&path).unwrap(), b"damaged").unwrap();
