@@ -18,8 +18,8 @@ use crate::device::{DTypeChoice, DeviceChoice};
 /// Options of `maskdit bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Architecture preset, e.g. DiT-B/2 or DiT-XL/2 (with the official 512×8 decoder).
-    #[arg(long, default_value = "DiT-B/2")]
+    /// Architecture preset (with the official 512×8 decoder).
+    #[arg(long, default_value = "DiT-B/2", value_parser = clap::builder::PossibleValuesParser::new(ModelConfig::PRESETS))]
     model: String,
     /// Images per call.
     #[arg(long, default_value_t = 4)]

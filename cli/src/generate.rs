@@ -78,8 +78,8 @@ pub struct GenerateArgs {
     /// VAE for latent models: registry name or weights file (default: the model's).
     #[arg(long)]
     vae: Option<String>,
-    /// Architecture of a checkpoint file that does not record it: a DiT preset such as DiT-XL/2.
-    #[arg(long)]
+    /// Architecture of a checkpoint file that does not record it: a DiT preset.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(ModelConfig::PRESETS))]
     arch: Option<String>,
     /// With --arch: latent size (32 for 256 px, 64 for 512 px).
     #[arg(long, default_value_t = 32)]

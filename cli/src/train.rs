@@ -33,9 +33,8 @@ impl std::error::Error for Interrupted {}
 /// Options shared by `train` and `finetune`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Recipe: imagenet256-pretrain, imagenet256-finetune, imagenet512-pretrain,
-    /// imagenet512-finetune, mnist-pretrain or mnist-finetune.
-    #[arg(long)]
+    /// The recipe.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(PRESET_NAMES))]
     preset: String,
     /// Training data: safetensors shards (files or folders of them, from `maskdit encode`
     /// or with `images` + `labels`), an official latent LMDB folder, or a registry dataset

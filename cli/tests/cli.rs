@@ -177,6 +177,9 @@ fn mistakes_get_clear_errors() {
         (&["generate", "--device", "gpu"], "cpu, cuda or cuda:N"),
         (&["bench", "--only", "backward"], "gemm, forward, forward_cfg"),
         (&["convert", "a.pt", "b.safetensors", "--weights", "opt"], "ema, model"),
+        (&["bench", "--model", "DiT-XXL/2"], "DiT-S/2"),
+        (&["generate", "--arch", "UNet"], "DiT-XL/2"),
+        (&["train", "--preset", "cifar", "--data", "d", "--out", "o"], "mnist-pretrain"),
     ] {
         let err = fails(args);
         assert!(err.contains("invalid value") && err.contains(choices), "{args:?}: {err}");

@@ -229,3 +229,60 @@ fn downloads_are_found_verified_and_never_cached_broken() {
     let damaged = run(&["download", "good"], true);
     assert!(!damaged.status.success() && text(&damaged).contains("not in the cache"), "{}", text(&damaged));
 }
+
+#[test]
+fn the_official_checkpoint_is_found_wherever_the_repo_keeps_it() {
+    let dir = Scratch::new("hub-official");
+    let good = good_bytes();
+    let served = serve(|_| {
+        let file = |body: &[u8]| Answer {
+            status: 200,
+            headers: vec![("X-Repo-Commit".into(), "feedbeef".into())],
+            body: body.to_vec(),
+            cut: false,
+        };
+        let tree = |entries: serde_json::Value| answer(200, entries.to_string().into_bytes());
+        let (vae, config) = (vec![5u8; 1000], b"{}".to_vec());
+        HashMap::from([
+            (
+                "/api/models/hzzheng/MaskDiT/tree/main?recursive=true".to_string(),
+                tree(serde_json::json!([
+                    {"type": "file", "path": "checkpoints/imagenet256-ckpt-best_with_guidance.pt", "size": good.len(),
+                     "lfs": {"oid": hex_sha256(&good)}},
+                    {"type": "file", "path": "code/train.py", "size": 4},
+                ])),
+            ),
+            ("/hzzheng/MaskDiT/resolve/main/checkpoints/imagenet256-ckpt-best_with_guidance.pt".into(), file(&good)),
+            (
+                "/api/models/stabilityai/sd-vae-ft-mse/tree/main?recursive=true".to_string(),
+                tree(serde_json::json!([
+                    {"type": "file", "path": "diffusion_pytorch_model.safetensors", "size": vae.len(),
+                     "lfs": {"oid": hex_sha256(&vae)}},
+                    {"type": "file", "path": "config.json", "size": config.len()},
+                ])),
+            ),
+            ("/stabilityai/sd-vae-ft-mse/resolve/main/diffusion_pytorch_model.safetensors".into(), file(&vae)),
+            ("/stabilityai/sd-vae-ft-mse/resolve/main/config.json".into(), file(&config)),
+        ])
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_maskdit"))
+        .args(["download", "imagenet256-guidance"])
+        .env("HF_HOME", dir.join("hf-home"))
+        .env("HF_ENDPOINT", &served)
+        .env("HF_HUB_OFFLINE", "0")
+        .env_remove("MASKDIT_REGISTRY")
+        .env_remove("HF_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        path.ends_with(
+            "models--hzzheng--MaskDiT/snapshots/feedbeef/checkpoints/imagenet256-ckpt-best_with_guidance.pt"
+        ),
+        "{path}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), good);
+    assert!(stderr.contains("diffusion_pytorch_model.safetensors"), "the VAE it pairs with: {stderr}");
+}
