@@ -8,20 +8,25 @@ use candle_core::{DType, Device, Tensor};
 
 pub mod mnist_judge;
 
-/// The folder of reference cases: `$MASKDIT_GOLDEN`, or `tests/golden/` of this workspace.
-/// A relative `MASKDIT_GOLDEN` is taken from the current directory, else from the workspace root.
-pub fn golden_root() -> PathBuf {
+/// The folders of reference cases: `$MASKDIT_GOLDEN` (several separated by `:`), or
+/// `tests/golden/` and `tests/golden-uncond/` of this workspace. A relative folder is taken from
+/// the current directory, else from the workspace root.
+pub fn golden_roots() -> Vec<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    match std::env::var_os("MASKDIT_GOLDEN") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() || dir.exists() {
-                dir
-            } else {
-                manifest.parent().expect("workspace root").join(dir)
-            }
-        }
-        None => manifest.join("golden"),
+    match std::env::var("MASKDIT_GOLDEN") {
+        Ok(dirs) => dirs
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|dir| {
+                let dir = PathBuf::from(dir);
+                if dir.is_absolute() || dir.exists() {
+                    dir
+                } else {
+                    manifest.parent().expect("workspace root").join(dir)
+                }
+            })
+            .collect(),
+        Err(_) => vec![manifest.join("golden"), manifest.join("golden-uncond")],
     }
 }
 
@@ -39,10 +44,11 @@ pub enum CaseKind {
 /// Every case folder of the golden root with its kind. Panics on a folder without a readable
 /// `config.json` or of a kind no test knows, so that no case is skipped silently.
 pub fn cases() -> Vec<(PathBuf, CaseKind)> {
-    let root = golden_root();
-    let entries =
-        std::fs::read_dir(&root).unwrap_or_else(|e| panic!("cannot read golden folder {}: {e}", root.display()));
+    let roots = golden_roots();
     let mut out = Vec::new();
+    let entries = roots.iter().flat_map(|root| {
+        std::fs::read_dir(root).unwrap_or_else(|e| panic!("cannot read golden folder {}: {e}", root.display()))
+    });
     for entry in entries {
         let path = entry.expect("directory entry").path();
         if !path.is_dir() {
@@ -64,7 +70,7 @@ pub fn cases() -> Vec<(PathBuf, CaseKind)> {
         out.push((path, kind));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(!out.is_empty(), "no case folders in {}", root.display());
+    assert!(!out.is_empty(), "no case folders in {roots:?}");
     out
 }
 

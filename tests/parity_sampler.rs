@@ -100,8 +100,11 @@ fn every_sampler_reference_is_matched() {
         assert!(!files.is_empty(), "{}: no sampler references", case.display());
         for file in files {
             let refs = load(&file);
-            let guided = Guided::new(&net, scalar(&refs, "cfg_scale"));
-            let labels = get(&refs, "labels");
+            // Unconditional references carry neither labels nor a guidance scale.
+            let scale = if refs.contains_key("cfg_scale") { scalar(&refs, "cfg_scale") } else { 1.0 };
+            assert_eq!(refs.contains_key("labels"), net.config().num_classes > 0, "{}", file.display());
+            let guided = Guided::new(&net, scale);
+            let labels = refs.get("labels");
             let (sampler, start, noise) = if refs.contains_key("x_T") {
                 let o = DdpmOptions::new(scalar(&refs, "num_steps") as usize);
                 let want: Vec<i64> = get(&refs, "timesteps").to_vec1().unwrap();
@@ -113,7 +116,7 @@ fn every_sampler_reference_is_matched() {
             };
             let mut steps_seen = Vec::new();
             let out = sampler
-                .sample(&guided, start, Some(labels), &mut RecordedNoise::new(noise.clone()), &mut |step| {
+                .sample(&guided, start, labels, &mut RecordedNoise::new(noise.clone()), &mut |step| {
                     steps_seen.push((step.index, step.sigma))
                 })
                 .unwrap();
@@ -126,7 +129,7 @@ fn every_sampler_reference_is_matched() {
                     .sample_sigmas(
                         &guided,
                         start,
-                        Some(labels),
+                        labels,
                         &mut RecordedNoise::new(noise.clone()),
                         &o.sigma_steps(),
                         &mut |_| {},

@@ -291,7 +291,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let config = loaded.model.config().clone();
     let classes = args.classes.iter().map(|c| resolve_class(c, config.num_classes)).collect::<Result<Vec<_>>>()?;
     let steps = args.steps.unwrap_or(loaded.steps);
-    let cfg = args.cfg.unwrap_or(loaded.cfg);
+    let cfg = match (args.cfg, config.num_classes) {
+        (Some(cfg), 0) if cfg != 1.0 => {
+            bail!("--cfg {cfg}: guidance needs a class-conditional model; this one has no classes")
+        }
+        (_, 0) => 1.0,
+        (cfg, _) => cfg.unwrap_or(loaded.cfg),
+    };
     if !(cfg.is_finite() && cfg >= 0.0) {
         bail!("--cfg must be a non-negative number (1 = no guidance)");
     }

@@ -483,3 +483,27 @@ fn an_interrupted_run_saves_and_exits_non_zero() {
     let saved: Vec<_> = std::fs::read_dir(run.join("checkpoints")).unwrap().collect();
     assert_eq!(saved.len(), 1);
 }
+
+#[test]
+fn an_unconditional_model_generates_and_refuses_guidance_and_classes() {
+    let case = cases_of(CaseKind::Model)
+        .into_iter()
+        .find(|c| std::fs::read_to_string(c.join("config.json")).unwrap().contains("\"num_classes\": 0"))
+        .expect("an unconditional golden case");
+    let (model, vae) = (case.join("weights.safetensors"), tiny_vae());
+    let out = Scratch::new("uncond");
+    let args = |extra: &[&str]| {
+        let mut args = vec!["generate", "--model", s(&model), "--vae", s(&vae), "--seeds", "0-1", "--steps", "3"];
+        args.extend(["--out", s(&out)]);
+        args.extend(extra.iter().copied());
+        args.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let run = |extra: &[&str]| maskdit(&args(extra).iter().map(String::as_str).collect::<Vec<_>>());
+    let made = run(&[]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(out.join("000001.png").exists());
+    let guided = String::from_utf8_lossy(&run(&["--cfg", "1.5"]).stderr).to_string();
+    assert!(guided.contains("class-conditional"), "{guided}");
+    let classed = String::from_utf8_lossy(&run(&["--class", "1"]).stderr).to_string();
+    assert!(classed.contains("unconditional"), "{classed}");
+}

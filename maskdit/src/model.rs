@@ -132,7 +132,12 @@ impl MaskDit {
         let classes = self.config.num_classes;
         match (labels, classes) {
             (None, 0) => Ok(None),
-            (Some(_), 0) => Err(Error::Input("labels given to an unconditional model".into())),
+            // The official representation of "no labels": one-hot rows of width zero.
+            (Some(y), 0) if y.dims() == [batch, 0] => Ok(None),
+            (Some(y), 0) => Err(Error::Input(format!(
+                "this model has no classes; give no labels, or rows of shape [{batch}, 0], not {:?}",
+                y.dims()
+            ))),
             (None, k) => Ok(Some(Tensor::zeros((batch, k), self.dtype, &self.device)?)),
             (Some(y), k) => {
                 if y.dims() != [batch, k] {
