@@ -113,21 +113,17 @@ pub struct Verdict {
 }
 
 /// Samples `per_class` seeds of each of the 10 classes (seeds `1000·class + s`) with the EDM
-/// Heun sampler at `steps` and guidance `cfg`, and judges them.
+/// Heun sampler at `steps` and guidance `cfg`, and judges them. All samples are drawn in one
+/// batch: each image depends on its seed only, and one batch makes far fewer, larger calls.
 pub fn judge_model(judge: &Judge, model: &dyn Denoiser, steps: usize, cfg: f64, per_class: usize) -> Verdict {
     let guided = Guided::new(model, cfg);
-    let mut generated = Vec::new();
-    let mut wanted = Vec::new();
-    for class in 0..10u32 {
-        let seeds: Vec<u64> = (0..per_class as u64).map(|s| 1000 * class as u64 + s).collect();
-        let mut noise = SeededNoise::new(&seeds);
-        let latents = noise.latents(&[1, 28, 28], &Device::Cpu).unwrap();
-        let labels = maskdit::one_hot(std::iter::repeat_n(class as usize, per_class), 10, &Device::Cpu).unwrap();
-        let out = EdmOptions::heun(steps).sample(&guided, &latents, Some(&labels), &mut noise, &mut |_| {}).unwrap();
-        generated.push(out.clamp(-1f32, 1f32).unwrap().reshape((per_class, 784)).unwrap());
-        wanted.extend(std::iter::repeat_n(class, per_class));
-    }
-    let generated = Tensor::cat(&generated, 0).unwrap();
+    let wanted: Vec<u32> = (0..10u32).flat_map(|class| std::iter::repeat_n(class, per_class)).collect();
+    let seeds: Vec<u64> = (0..10u64).flat_map(|class| (0..per_class as u64).map(move |s| 1000 * class + s)).collect();
+    let mut noise = SeededNoise::new(&seeds);
+    let latents = noise.latents(&[1, 28, 28], &Device::Cpu).unwrap();
+    let labels = maskdit::one_hot(wanted.iter().map(|&c| c as usize), 10, &Device::Cpu).unwrap();
+    let out = EdmOptions::heun(steps).sample(&guided, &latents, Some(&labels), &mut noise, &mut |_| {}).unwrap();
+    let generated = out.clamp(-1f32, 1f32).unwrap().reshape((seeds.len(), 784)).unwrap();
     let (images, _) = digits();
     let n = images.dim(0).unwrap();
     let (real_a, real_b) = (images.narrow(0, n - 400, 200).unwrap(), images.narrow(0, n - 200, 200).unwrap());

@@ -11,7 +11,9 @@ fn workspace() -> std::path::PathBuf {
 
 #[test]
 fn embedded_model_draws_the_requested_digits() {
+    let started = std::time::Instant::now();
     let (judge, real_accuracy) = Judge::train();
+    eprintln!("judge trained in {:.1} s", started.elapsed().as_secs_f64());
     assert!(real_accuracy > 0.95, "the judge itself reads only {real_accuracy:.3} of held-out real digits");
 
     let registry: toml::Value =
@@ -21,7 +23,9 @@ fn embedded_model_draws_the_requested_digits() {
     let cfg = entry["cfg"].as_float().unwrap();
     let bytes = std::fs::read(workspace().join("cli/assets/mnist.safetensors")).unwrap();
     let model = maskdit::checkpoint::load_bytes(&bytes, DType::F32, &Device::Cpu).unwrap();
+    let started = std::time::Instant::now();
     let verdict = judge_model(&judge, &model, steps, cfg, 20);
+    eprintln!("200 digits sampled and judged in {:.1} s", started.elapsed().as_secs_f64());
     eprintln!(
         "judge accuracy on real held-out digits {real_accuracy:.4}; on 200 generated digits {:.4}; diagonal \
          feature Fréchet distance generated-vs-real {:.3} (real-vs-real {:.3})",
