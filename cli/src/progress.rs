@@ -2,16 +2,26 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A bar over `total` units with a message.
-pub fn bar(total: u64, message: &str) -> ProgressBar {
+/// A bar over `total` units drawn with `template` after the message.
+fn styled(total: u64, message: &str, template: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+        ProgressStyle::with_template(&format!("{{msg:>12}} [{{bar:30}}] {template}"))
             .expect("valid template")
             .progress_chars("=> "),
     );
     bar.set_message(message.to_string());
     bar
+}
+
+/// A bar over `total` units with a message.
+pub fn bar(total: u64, message: &str) -> ProgressBar {
+    styled(total, message, "{pos}/{len} {per_sec} eta {eta}")
+}
+
+/// A bar over `total` bytes (size, rate and time left); `total` 0 when unknown.
+pub fn bytes(total: u64, message: &str) -> ProgressBar {
+    styled(total, message, "{bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
 }
 
 /// A spinner for work of unknown length.
@@ -19,17 +29,5 @@ pub fn spinner(message: &str) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     bar.set_message(message.to_string());
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    bar
-}
-
-/// A bar over `total` bytes (size, rate and time left); `total` 0 when unknown.
-pub fn bytes(total: u64, message: &str) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(message.to_string());
     bar
 }
