@@ -331,9 +331,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         check_finite(&samples, &chunk, cfg)?;
         let pixels = match &loaded.decoder {
             Decoder::Pixels => samples,
-            Decoder::Vae(vae) => vae.decode(&samples, 1, &mut |_| {})?,
+            Decoder::Vae(vae) => {
+                let pixels = vae.decode(&samples, 1, &mut |_| {})?;
+                check_finite(&pixels, &chunk, cfg)?;
+                pixels
+            }
         };
-        check_finite(&pixels, &chunk, cfg)?;
         for (seed, image) in chunk.iter().zip(maskdit_vae::image::to_images(&pixels)?) {
             write_png(&image, &args.out.join(format!("{seed:06}.png")))?;
             written += 1;

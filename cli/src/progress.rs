@@ -5,11 +5,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// A bar over `total` units drawn with `template` after the message.
 fn styled(total: u64, message: &str, template: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(&format!("{{msg:>12}} [{{bar:30}}] {template}"))
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    // The templates are constants; should one ever be malformed, a plain bar beats a panic.
+    let style = ProgressStyle::with_template(&format!("{{msg:>12}} [{{bar:30}}] {template}"))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style.progress_chars("=> "));
     bar.set_message(message.to_string());
     bar
 }

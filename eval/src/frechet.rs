@@ -1,0 +1,59 @@
+//! Feature statistics and the Fréchet distance between the Gaussians they describe.
+
+use nalgebra::{DMatrix, DVector};
+
+use crate::{Error, Result};
+
+/// The mean and covariance of a set of feature vectors (f64).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statistics {
+    /// Mean, `(dims,)`.
+    pub mu: DVector<f64>,
+    /// Covariance `(dims, dims)`, divided by n − 1 (`np.cov(rowvar=False)`).
+    pub sigma: DMatrix<f64>,
+}
+
+impl Statistics {
+    /// Statistics of `features`, row-major `(samples, dims)`; needs at least two samples.
+    pub fn from_features(features: &[f32], dims: usize) -> Result<Self> {
+        if dims == 0 || !features.len().is_multiple_of(dims) || features.len() / dims < 2 {
+            return Err(Error::Input(format!("{} values are not at least two rows of {dims}", features.len())));
+        }
+        let n = features.len() / dims;
+        let x = DMatrix::from_row_iterator(n, dims, features.iter().map(|&v| v as f64));
+        let mu = x.row_mean().transpose();
+        let centred = DMatrix::from_fn(n, dims, |r, c| x[(r, c)] - mu[c]);
+        let sigma = centred.transpose() * &centred / (n as f64 - 1.0);
+        Ok(Self { mu, sigma })
+    }
+
+    /// Statistics given directly (e.g. from a reference statistics file).
+    pub fn new(mu: DVector<f64>, sigma: DMatrix<f64>) -> Result<Self> {
+        if sigma.nrows() != mu.len() || sigma.ncols() != mu.len() {
+            return Err(Error::Input(format!("mean of {} against covariance {:?}", mu.len(), sigma.shape())));
+        }
+        Ok(Self { mu, sigma })
+    }
+
+    /// `‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr √(Σ₁Σ₂)`. The trace of the square root is taken as
+    /// that of the symmetric `√Σ₁ Σ₂ √Σ₁`, which has the same eigenvalues and stays real for
+    /// singular covariances (negative round-off eigenvalues count as zero).
+    pub fn frechet_distance(&self, other: &Self) -> Result<f64> {
+        if self.mu.len() != other.mu.len() {
+            return Err(Error::Input(format!("{} against {} dimensions", self.mu.len(), other.mu.len())));
+        }
+        let root = symmetric_sqrt(&self.sigma);
+        let product = &root * &other.sigma * &root;
+        let product = (&product + product.transpose()) * 0.5;
+        let trace_root: f64 = product.symmetric_eigenvalues().iter().map(|&e| e.max(0.0).sqrt()).sum();
+        let diff = &self.mu - &other.mu;
+        Ok(diff.dot(&diff) + self.sigma.trace() + other.sigma.trace() - 2.0 * trace_root)
+    }
+}
+
+/// √A of a symmetric positive semi-definite matrix (negative eigenvalues count as zero).
+fn symmetric_sqrt(a: &DMatrix<f64>) -> DMatrix<f64> {
+    let eigen = ((a + a.transpose()) * 0.5).symmetric_eigen();
+    let roots = eigen.eigenvalues.map(|e| e.max(0.0).sqrt());
+    &eigen.eigenvectors * DMatrix::from_diagonal(&roots) * eigen.eigenvectors.transpose()
+}
