@@ -170,3 +170,64 @@ fn unconditional_model_runs_and_rejects_labels() {
     let want = x.broadcast_mul(&c_skip.reshape((2, 1, 1, 1)).unwrap()).unwrap();
     assert!(relative_l2(&out, &want) < 1e-6);
 }
+
+fn legacy_fixture(name: &str) -> PathBuf {
+    // Written by scripts/make-legacy-fixture.py through torch.save(..., _use_new_zipfile_serialization=False).
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/legacy-pth").join(name)
+}
+
+fn read_all(path: &Path, entry: &str) -> maskdit_io::Result<HashMap<String, Tensor>> {
+    maskdit_io::read_tensors(path, entry, |name| Some(name.to_string()))
+}
+
+#[test]
+fn legacy_pytorch_files_are_read() {
+    let tensors = read_all(&legacy_fixture("state_dict.pth"), "state_dict").unwrap();
+    let mut names: Vec<&str> = tensors.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["bn.num_batches_tracked", "bn.running_var", "conv.weight", "half", "shared.matrix", "shared.row"]
+    );
+
+    let conv = &tensors["conv.weight"];
+    assert_eq!((conv.dims(), conv.dtype()), (&[2, 3, 3, 3][..], DType::F32));
+    let expected: Vec<f32> = (0..54).map(|i| i as f32 * 0.25 - 3.0).collect();
+    assert_eq!(conv.flatten_all().unwrap().to_vec1::<f32>().unwrap(), expected);
+
+    let var = &tensors["bn.running_var"];
+    assert_eq!(var.dtype(), DType::F64);
+    assert_eq!(var.to_vec1::<f64>().unwrap(), [0.125, 1.125, 2.125, 3.125, 4.125]);
+
+    let half = tensors["half"].to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(half, [0.0, 1.5, 3.0, 4.5]);
+
+    let count = &tensors["bn.num_batches_tracked"];
+    assert_eq!((count.dims(), count.dtype()), (&[][..], DType::I64));
+    assert_eq!(count.to_scalar::<i64>().unwrap(), 7);
+
+    // Two tensors viewing one storage: the row starts at element 4.
+    let matrix = tensors["shared.matrix"].to_vec2::<f32>().unwrap();
+    assert_eq!(matrix[2], [4.0, 4.5, 5.0, 5.5]);
+    assert_eq!(tensors["shared.row"].to_vec1::<f32>().unwrap(), [2.0, 2.5, 3.0, 3.5]);
+}
+
+#[test]
+fn legacy_nested_state_dicts_and_their_faults_are_handled() {
+    let nested = read_all(&legacy_fixture("nested.pth"), "state_dict").unwrap();
+    assert_eq!(nested.keys().collect::<Vec<_>>(), ["weight"]);
+    assert_eq!(nested["weight"].dims(), [2, 3, 3, 3]);
+
+    let error = read_all(&legacy_fixture("transposed.pth"), "state_dict").unwrap_err().to_string();
+    assert!(error.contains("not contiguous") && error.contains("weight"), "{error}");
+
+    // A truncated copy is refused with a message that names the fault, never a panic.
+    let dir = Scratch::new("legacy-truncated");
+    let bytes = std::fs::read(legacy_fixture("state_dict.pth")).unwrap();
+    for keep in [20, bytes.len() / 2, bytes.len() - 3] {
+        let path = dir.join("cut.pth");
+        std::fs::write(&path, &bytes[..keep]).unwrap();
+        let error = read_all(&path, "state_dict").unwrap_err().to_string();
+        assert!(error.contains("cut.pth"), "{keep} bytes: {error}");
+    }
+}

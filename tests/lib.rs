@@ -124,8 +124,8 @@ pub fn scalar(map: &HashMap<String, Tensor>, key: &str) -> f64 {
 /// ‖got − want‖₂ / ‖want‖₂ (or the absolute norm when `want` is zero), in f64.
 pub fn relative_l2(got: &Tensor, want: &Tensor) -> f64 {
     assert_eq!(got.dims(), want.dims(), "shape mismatch");
-    let got = got.to_dtype(DType::F64).and_then(|t| t.flatten_all()).expect("f64");
-    let want = want.to_dtype(DType::F64).and_then(|t| t.flatten_all()).expect("f64");
+    let on_cpu = |t: &Tensor| t.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.flatten_all();
+    let (got, want) = (on_cpu(got).expect("f64"), on_cpu(want).expect("f64"));
     let diff = (&got - &want).and_then(|d| d.sqr()?.sum_all()?.to_scalar::<f64>()).expect("norm").sqrt();
     let norm = want.sqr().and_then(|d| d.sum_all()?.to_scalar::<f64>()).expect("norm").sqrt();
     if norm == 0.0 {
@@ -177,4 +177,50 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The README's hash of `golden-eval`: FNV-1a 64 of `salt:name`, then SplitMix64 of each
+/// element index, reduced to -3..=3, as `offset + v · scale` in f32.
+fn hashed_tensor(salt: &str, name: &str, offset: f32, scale: f32, shape: &[usize]) -> Tensor {
+    let mut key: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in format!("{salt}:{name}").bytes() {
+        key = (key ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let count: usize = shape.iter().product();
+    let values: Vec<f32> = (0..count as u64)
+        .map(|i| {
+            let mut z = key.wrapping_add((i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            let v = (z % 7) as i64 - 3;
+            offset + v as f32 * scale
+        })
+        .collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).expect("hashed tensor")
+}
+
+/// The FID Inception weights of a `fid_inception` case (`config.json`'s tensors, made from
+/// their names by the README's hash), by pytorch-fid's names.
+pub fn hashed_inception_weights(case: &Path) -> HashMap<String, Tensor> {
+    let text = std::fs::read_to_string(case.join("config.json")).expect("config.json");
+    let config: serde_json::Value = serde_json::from_str(&text).expect("config.json is JSON");
+    let salt = config["salt"].as_str().expect("salt");
+    config["tensors"]
+        .as_object()
+        .expect("tensors")
+        .iter()
+        .map(|(name, spec)| {
+            let shape: Vec<usize> =
+                spec["shape"].as_array().expect("shape").iter().map(|d| d.as_u64().expect("dim") as usize).collect();
+            let offset = spec["offset"].as_f64().expect("offset") as f32;
+            let scale = spec["scale"].as_f64().expect("scale") as f32;
+            (name.clone(), hashed_tensor(salt, name, offset, scale, &shape))
+        })
+        .collect()
+}
+
+/// The public FID Inception case folder.
+pub fn fid_inception_case() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden-eval/fid_inception")
 }

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor};
-use maskdit_eval::Statistics;
-use maskdit_tests::{get, load};
+use maskdit_eval::{resize_to_input, FidInception, Statistics};
+use maskdit_tests::{get, hashed_inception_weights, load, relative_l2};
 use nalgebra::{DMatrix, DVector};
 
 /// The case folders with their `kind`.
@@ -87,11 +87,34 @@ fn statistics_and_frechet_distances_match_pytorch_fid() {
     assert!(checked > 0, "no Fréchet cases");
 }
 
-/// The FID Inception network (issue 14) is not implemented yet: its case is listed here, not
-/// passed over. Remove the `ignore` when the network lands.
+/// The whole network on hashed weights: the resize, the block means, the pooled features and
+/// the logits against pytorch-fid's.
 #[test]
-#[ignore = "the FID Inception-v3 network is not implemented yet (issue 14)"]
 fn fid_inception_matches_pytorch_fid() {
+    let device = maskdit_tests::device();
     let cases: Vec<_> = eval_cases().into_iter().filter(|(_, kind)| kind == "fid_inception").collect();
-    panic!("{} FID Inception case(s) wait for the network: {cases:?}", cases.len());
+    assert!(!cases.is_empty(), "no FID Inception case");
+    for (case, _) in cases {
+        let tensors = hashed_inception_weights(&case);
+        let network = FidInception::from_tensors(&tensors, &device).unwrap();
+        let refs = load(&case.join("io.safetensors"));
+        let pixels = get(&refs, "pixels").to_device(&device).unwrap();
+        let resized = resize_to_input(&pixels).unwrap();
+        let mut report = vec![("resized", relative_l2(&resized, get(&refs, "resized")), 1e-6)];
+        let out = network.forward(&resized).unwrap();
+        for (i, mean) in out.block_means.iter().enumerate() {
+            let name = ["block0_mean", "block1_mean", "block2_mean"][i];
+            report.push((name, relative_l2(mean, get(&refs, name)), 1e-4));
+        }
+        report.push(("pool", relative_l2(&out.pool, get(&refs, "pool")), 1e-4));
+        report.push(("logits", relative_l2(&out.logits, get(&refs, "logits")), 1e-4));
+        eprintln!("{}: {report:?}", case.display());
+        for (name, err, budget) in report {
+            assert!(
+                err <= maskdit_tests::tolerance(budget),
+                "{}: {name} relative error {err:.2e} > {budget:.0e}",
+                case.display()
+            );
+        }
+    }
 }

@@ -36,10 +36,14 @@ pub struct BenchArgs {
     /// Timed repeats after one warm-up (the median is reported).
     #[arg(long, default_value_t = 3)]
     iters: usize,
+    /// Let f32 matrix products on CUDA use TF32 tensor cores (candle's reduced-precision f32
+    /// GEMM, as PyTorch's `allow_tf32`).
+    #[arg(long)]
+    tf32: bool,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
-    /// Only these measurements (repeatable; default: all).
+    /// Only these measurements (repeatable; default: all but `sample`).
     #[arg(long, value_enum)]
     only: Vec<Measurement>,
 }
@@ -60,7 +64,16 @@ enum Measurement {
     /// One guided Heun step and the final Euler step of sampling.
     #[value(name = "sample_step")]
     SampleStep,
+    /// A whole sampling run: 40 EDM Heun levels at guidance 1.5 (79 guided evaluations), then
+    /// the VAE decode to pixels (fresh SD VAE weights), each timed, with images per second.
+    Sample,
 }
+
+/// Noise levels of the sampling run timed by [`Measurement::Sample`] (the paper's EDM setting).
+const SAMPLE_LEVELS: usize = 40;
+/// Images per VAE decode call in [`Measurement::Sample`]: candle's convolutions unfold their
+/// input (im2col), about 0.3 GB per 256-px image in f32, so larger calls only cost memory.
+const DECODE_BATCH: usize = 8;
 
 /// Peak resident memory of this process, in MB.
 fn peak_rss_mb() -> f64 {
@@ -93,6 +106,8 @@ struct Row {
     seconds: f64,
     spread: Vec<f64>,
     flops: f64,
+    /// Images per second, for the rows of a whole sampling run.
+    images_per_second: Option<f64>,
 }
 
 /// The model and inputs every measurement shares.
@@ -137,7 +152,14 @@ impl Workload {
         let a = Tensor::randn(0f32, 1.0, (SIDE, SIDE), &self.device)?.to_dtype(self.dtype)?;
         let b = Tensor::randn(0f32, 1.0, (SIDE, SIDE), &self.device)?.to_dtype(self.dtype)?;
         let (t, spread) = median_seconds(iters, &self.device, || Ok(a.matmul(&b).map(drop)?))?;
-        Ok(Row { what: "gemm", mask_ratio: None, seconds: t, spread, flops: 2.0 * (SIDE as f64).powi(3) })
+        Ok(Row {
+            what: "gemm",
+            mask_ratio: None,
+            seconds: t,
+            spread,
+            flops: 2.0 * (SIDE as f64).powi(3),
+            images_per_second: None,
+        })
     }
 
     fn forward(&self, iters: usize, scale: f64) -> Result<Row> {
@@ -153,6 +175,7 @@ impl Workload {
             seconds: t,
             spread,
             flops: forward_flops(&self.config, evaluated, self.tokens()),
+            images_per_second: None,
         })
     }
 
@@ -172,7 +195,7 @@ impl Workload {
             Ok(())
         })?;
         let flops = train_step_flops(&self.config, n, kept_tokens(l, ratio));
-        Ok(Row { what: "train_step", mask_ratio: Some(ratio), seconds: t, spread, flops })
+        Ok(Row { what: "train_step", mask_ratio: Some(ratio), seconds: t, spread, flops, images_per_second: None })
     }
 
     fn sample_step(&self, iters: usize) -> Result<Row> {
@@ -187,7 +210,67 @@ impl Workload {
             Ok(())
         })?;
         let flops = 3.0 * forward_flops(&self.config, 2 * self.batch(), self.tokens());
-        Ok(Row { what: "sample_step", mask_ratio: None, seconds: t, spread, flops })
+        Ok(Row { what: "sample_step", mask_ratio: None, seconds: t, spread, flops, images_per_second: None })
+    }
+
+    /// Times whole sampling runs ([`Measurement::Sample`]): the denoising and the decode, each
+    /// after a warm-up (a two-level run and one decode), and both together as images per second.
+    fn sample(&self, iters: usize) -> Result<Vec<Row>> {
+        let guided = Guided::new(&self.inference, 1.5);
+        let seeds: Vec<u64> = (0..self.batch() as u64).collect();
+        let vae = {
+            let varmap = candle_nn::VarMap::new();
+            let vb = candle_nn::VarBuilder::from_varmap(&varmap, self.dtype, &self.device);
+            maskdit_vae::Autoencoder::new(maskdit_vae::VaeConfig::default(), vb)?
+        };
+        let run = |levels: usize| -> Result<Tensor> {
+            let mut options = EdmOptions::heun(levels);
+            options.sigma_max = Some(80.0);
+            let mut noise = SeededNoise::new(&seeds);
+            Ok(options.sample(&guided, &self.x, Some(&self.labels), &mut noise, &mut |_| {})?)
+        };
+        let n = self.batch();
+        let latents = run(2)?;
+        vae.decode(&latents, DECODE_BATCH, &mut |_| {})?;
+        self.device.synchronize()?;
+        let (mut denoise, mut decode) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+        for _ in 0..iters {
+            let start = Instant::now();
+            let latents = run(SAMPLE_LEVELS)?;
+            self.device.synchronize()?;
+            denoise.push(start.elapsed().as_secs_f64());
+            let start = Instant::now();
+            vae.decode(&latents, DECODE_BATCH, &mut |_| {})?;
+            self.device.synchronize()?;
+            decode.push(start.elapsed().as_secs_f64());
+        }
+        let median = |times: &[f64]| {
+            let mut sorted = times.to_vec();
+            sorted.sort_by(f64::total_cmp);
+            sorted[sorted.len() / 2]
+        };
+        let (t_denoise, t_decode) = (median(&denoise), median(&decode));
+        let evaluations = (2 * SAMPLE_LEVELS - 1) as f64;
+        let flops = evaluations * forward_flops(&self.config, 2 * n, self.tokens());
+        let per_second = Some(n as f64 / (t_denoise + t_decode));
+        Ok(vec![
+            Row {
+                what: "sample",
+                mask_ratio: None,
+                seconds: t_denoise,
+                spread: denoise,
+                flops,
+                images_per_second: per_second,
+            },
+            Row {
+                what: "vae_decode",
+                mask_ratio: None,
+                seconds: t_decode,
+                spread: decode,
+                flops: 0.0,
+                images_per_second: per_second,
+            },
+        ])
     }
 }
 
@@ -203,17 +286,30 @@ fn report(args: &BenchArgs, rows: &[Row]) {
             if let Some(m) = r.mask_ratio {
                 line["mask_ratio"] = serde_json::json!(m);
             }
+            if let Some(rate) = r.images_per_second {
+                line["images_per_second"] = serde_json::json!(rate);
+            }
+            if args.tf32 {
+                line["tf32"] = serde_json::json!(true);
+            }
             println!("{line}");
         }
         return;
     }
-    println!("{} batch {n}, latent {s}x{s}, {} {}, median of {}", args.model, args.device, args.dtype, args.iters);
+    let tf32 = if args.tf32 { " (TF32)" } else { "" };
+    println!(
+        "{} batch {n}, latent {s}x{s}, {} {}{tf32}, median of {}",
+        args.model, args.device, args.dtype, args.iters
+    );
     println!("{:<12} {:>6} {:>10} {:>10} {:>10}  runs", "what", "mask", "seconds", "GFLOP", "GFLOP/s");
     for r in rows {
         let mask = r.mask_ratio.map_or("-".to_string(), |m| format!("{m}"));
         let runs: Vec<String> = r.spread.iter().map(|t| format!("{t:.2}")).collect();
         let (gflop, rate) = (r.flops / 1e9, r.flops / 1e9 / r.seconds);
         println!("{:<12} {mask:>6} {:>10.3} {gflop:>10.1} {rate:>10.1}  {}", r.what, r.seconds, runs.join(" "));
+    }
+    if let Some(rate) = rows.iter().find_map(|r| r.images_per_second) {
+        println!("sampling with decode: {rate:.2} images/s");
     }
     println!("peak RSS {rss:.0} MB");
 }
@@ -222,6 +318,12 @@ fn report(args: &BenchArgs, rows: &[Row]) {
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.batch == 0 || args.iters == 0 {
         bail!("--batch and --iters must be positive");
+    }
+    if args.tf32 {
+        if args.device == DeviceChoice::Cpu {
+            bail!("--tf32 applies to CUDA devices only; drop it, or use --device cuda");
+        }
+        candle_core::cuda::set_gemm_reduced_precision_f32(true);
     }
     let work = Workload::new(&args)?;
     let wanted = |m: Measurement| args.only.is_empty() || args.only.contains(&m);
@@ -241,6 +343,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if wanted(Measurement::SampleStep) {
         rows.push(work.sample_step(args.iters)?);
+    }
+    // A whole sampling run takes minutes on the CPU: only when asked for.
+    if args.only.contains(&Measurement::Sample) {
+        rows.extend(work.sample(args.iters)?);
     }
     report(&args, &rows);
     Ok(())

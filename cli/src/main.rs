@@ -8,6 +8,7 @@ mod device;
 mod download;
 mod encode;
 mod fetch;
+mod fid;
 mod generate;
 mod hub;
 mod labels;
@@ -65,6 +66,15 @@ enum Command {
     ///
     /// Example: maskdit finetune --preset imagenet256-finetune --from 2000000.pt --data latents/ --out runs/ft
     Finetune(train::FinetuneArgs),
+    /// FID between two image sets (folders, ADM-layout .npz files or statistics files), with
+    /// the Inception Score of each image set.
+    ///
+    /// Example: maskdit fid samples/ VIRTUAL_imagenet256_labeled.npz --inception pt_inception-2015-12-05-6726825d.pth
+    Fid(fid::FidArgs),
+    /// Write the FID statistics (mu, sigma) of an image set, in the official layout.
+    ///
+    /// Example: maskdit fid-stats real-images/ --out reference-stats.npz --inception pt_inception-2015-12-05-6726825d.pth
+    FidStats(fid::FidStatsArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +89,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args, None),
         Command::Finetune(args) => train::run(args.train, Some((args.from, args.allow_partial))),
+        Command::Fid(args) => fid::run(args),
+        Command::FidStats(args) => fid::run_stats(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -507,3 +507,65 @@ fn an_unconditional_model_generates_and_refuses_guidance_and_classes() {
     let classed = String::from_utf8_lossy(&run(&["--class", "1"]).stderr).to_string();
     assert!(classed.contains("unconditional"), "{classed}");
 }
+
+/// Writes `count` generated digits of `class` as PNGs into a new folder.
+fn digit_folder(name: &str, class: &str, count: usize) -> Scratch {
+    let dir = Scratch::new(name);
+    let seeds = format!("0-{}", count - 1);
+    ok(&["generate", "--class", class, "--seeds", &seeds, "--steps", "4", "--out", s(&dir)]);
+    dir
+}
+
+fn json_line(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().expect("a line")).expect("JSON")
+}
+
+#[test]
+fn fid_of_folders_statistics_and_npz_batches_agree() {
+    // The hashed FID Inception weights of the golden case, as a safetensors file.
+    let work = Scratch::new("fid");
+    let weights = work.join("inception.safetensors");
+    let tensors = maskdit_tests::hashed_inception_weights(&maskdit_tests::fid_inception_case());
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    let (threes, fives) = (digit_folder("fid-threes", "3", 10), digit_folder("fid-fives", "5", 10));
+
+    let out = ok(&["fid", s(&threes), s(&fives), "--inception", s(&weights), "--batch", "4", "--json"]);
+    let report = json_line(&out);
+    let fid = report["fid"].as_f64().unwrap();
+    assert!(fid.is_finite() && fid > 0.0, "{report}");
+    assert_eq!(report["first"]["images"], 10);
+    assert!(report["first"]["inception_score"].as_f64().unwrap() >= 1.0, "{report}");
+
+    // Statistics written by fid-stats stand in for the folder.
+    let stats = work.join("threes.npz");
+    ok(&["fid-stats", s(&threes), "--out", s(&stats), "--inception", s(&weights)]);
+    let against_self = json_line(&ok(&["fid", s(&stats), s(&stats), "--json"]));
+    assert!(against_self["fid"].as_f64().unwrap().abs() < 1e-6, "{against_self}");
+
+    // The fives as an ADM batch (arr_0, N×H×W×3 uint8) give the folder's number.
+    let mut images = Vec::new();
+    for seed in 0..10 {
+        let rgb = image::open(fives.join(format!("{seed:06}.png"))).unwrap().to_rgb8();
+        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        images.push(Tensor::from_vec(rgb.into_raw(), (1, h, w, 3), &Device::Cpu).unwrap());
+    }
+    let batch = work.join("fives.npz");
+    Tensor::write_npz(&[("arr_0", &Tensor::cat(&images, 0).unwrap())], &batch).unwrap();
+    let from_npz = json_line(&ok(&["fid", s(&stats), s(&batch), "--inception", s(&weights), "--json"]));
+    let relative = (from_npz["fid"].as_f64().unwrap() - fid).abs() / fid;
+    assert!(relative < 1e-9, "folder {fid} against npz {from_npz}");
+
+    // Clear errors, no panics.
+    let empty = Scratch::new("fid-empty");
+    let err = fails(&["fid", s(&empty), s(&stats), "--inception", s(&weights)]);
+    assert!(err.contains("no PNG or JPEG"), "{err}");
+    let err = fails(&["fid", s(&threes), s(&stats)]);
+    assert!(err.contains("--inception"), "{err}");
+    let odd = work.join("odd.npz");
+    Tensor::write_npz(&[("pixels", &Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap())], &odd).unwrap();
+    let err = fails(&["fid", s(&odd), s(&stats), "--inception", s(&weights)]);
+    assert!(err.contains("arr_0"), "{err}");
+    let err = fails(&["fid", s(&stats), s(&weights), "--inception", s(&weights)]);
+    assert!(err.contains("npz") || err.contains("arr_0"), "{err}");
+}

@@ -1,5 +1,6 @@
-//! Sample evaluation: feature statistics (mean and covariance) and the Fréchet distance between
-//! two Gaussians, as FID computes them (pytorch-fid's `calculate_frechet_distance`).
+//! Sample evaluation: the FID Inception-v3 network (pytorch-fid's port of TensorFlow's
+//! 2015-12-05 Inception), feature statistics (mean and covariance) and the Fréchet distance
+//! between two Gaussians, as FID computes them (pytorch-fid's `calculate_frechet_distance`).
 //!
 //! ```
 //! use maskdit_eval::Statistics;
@@ -11,9 +12,16 @@
 //! # }
 //! ```
 
+mod features;
 mod frechet;
+mod image_set;
+mod inception;
+pub mod npz;
 
+pub use features::SetFeatures;
 pub use frechet::Statistics;
+pub use image_set::{read_image, ImageSet};
+pub use inception::{resize_to_input, FidInception, InceptionOutput, FEATURE_DIMS, INPUT_SIDE, LOGITS};
 
 /// What can go wrong while evaluating.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +29,23 @@ pub enum Error {
     /// Inputs of the wrong size or too few samples.
     #[error("invalid input: {0}")]
     Input(String),
+    /// An image set or statistics file that cannot be used.
+    #[error("{path}: {reason}")]
+    Data {
+        /// The file or folder concerned.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Weights that are not those of the network.
+    #[error("unusable Inception weights: {0}")]
+    Weights(String),
+    /// A weights file that cannot be read.
+    #[error(transparent)]
+    File(#[from] maskdit_io::Error),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
 }
 
 /// Result type of the evaluation crate.

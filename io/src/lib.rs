@@ -22,6 +22,7 @@
 
 mod atomic;
 mod error;
+mod legacy;
 mod weights;
 
 pub use atomic::{append_line, replace_file, temporary_sibling, write_atomic};

@@ -52,8 +52,9 @@ pub fn is_safetensors(path: &Path) -> bool {
 /// Reads the tensors of a weights file that `select` keeps, on the CPU in the file's dtypes.
 /// `select` maps a stored name to the name to return it under, or `None` to skip it; two
 /// stored names mapped to one name are an error. A `.safetensors` file is memory-mapped and
-/// only the kept tensors are read; any other file is read as a PyTorch pickle: a plain state
-/// dict, or else the state dict stored under `pickle_entry`.
+/// only the kept tensors are read; any other file is read as a PyTorch file (zip, or the legacy
+/// format from before PyTorch 1.6): a plain state dict, or else the state dict stored under
+/// `pickle_entry`.
 pub fn read_tensors(
     path: &Path,
     pickle_entry: &str,
@@ -87,6 +88,10 @@ pub fn read_tensors(
         for (stored, entry) in entries {
             keep(&stored, &|| read_entry(&file, data_start, &entry).map(Some))?;
         }
+        return Ok(out);
+    }
+    if crate::legacy::is_legacy(path) {
+        crate::legacy::read_legacy(path, pickle_entry, &mut keep)?;
         return Ok(out);
     }
     let unreadable = |e: candle_core::Error| format_error(path, format!("not a readable PyTorch checkpoint ({e})"));

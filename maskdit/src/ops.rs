@@ -1,8 +1,8 @@
 //! The network's building operations and the two ways a forward pass can compute them. On the
 //! CPU in f32 the toolkit's fused kernels ([`crate::kernels`]), which backpropagate, serve both
 //! ways; on other devices and dtypes inference uses candle's fused layer norm and softmax, which
-//! have no backward pass and would silently stop gradients, and training their differentiable
-//! compositions.
+//! have no backward pass and would silently stop gradients, and training the same kernels with
+//! a backward pass attached.
 
 use candle_core::{DType, Module, Tensor, D};
 
@@ -30,12 +30,12 @@ pub fn layer_norm(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
     Ok(crate::kernels::layer_norm(x, EPS)?)
 }
 
-/// Softmax over the last dimension: candle's fused kernel for inference, its differentiable
-/// composition for training.
+/// Softmax over the last dimension: candle's fused kernel, for training with a backward pass
+/// attached.
 fn softmax_last_dim(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
     match kernels {
         Kernels::Fused => Ok(candle_nn::ops::softmax_last_dim(x)?),
-        Kernels::Differentiable => Ok(candle_nn::ops::softmax(x, D::Minus1)?),
+        Kernels::Differentiable => Ok(crate::kernels::softmax_last_dim(x)?),
     }
 }
 

@@ -164,8 +164,14 @@ impl Autoencoder {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        Self::new(config, VarBuilder::from_tensors(tensors, dtype, device))
+    }
+
+    /// Builds the autoencoder of architecture `config` (checked first) from a variable builder
+    /// with diffusers names, e.g. a `VarMap`'s for freshly initialised weights.
+    pub fn new(config: VaeConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
-        let vb = VarBuilder::from_tensors(tensors, dtype, device);
+        let dtype = vb.dtype();
         let z2 = 2 * config.latent_channels;
         let quant_conv = config
             .use_quant_conv

@@ -1,19 +1,16 @@
 //! Layer norm over the last dimension without affine parameters.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
 use super::{fused_applies, last_dim, map_row_pairs, map_rows};
 
 /// Layer norm over the last dimension, `(x − mean) / √(var + eps)`; differentiable, and fused
-/// for f32 on the CPU.
+/// for f32 on the CPU (elsewhere candle's kernel with a backward pass attached).
 pub fn layer_norm(x: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
     if fused_applies(x) {
         return x.contiguous()?.apply_op1(LayerNorm { eps });
     }
-    let work = x.to_dtype(DType::F32)?;
-    let centred = work.broadcast_sub(&work.mean_keepdim(D::Minus1)?)?;
-    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-    centred.broadcast_div(&(var + eps as f64)?.sqrt()?)?.to_dtype(x.dtype())
+    super::attached::layer_norm(x, eps)
 }
 
 /// Mean and reciprocal standard deviation of one row.

@@ -2,9 +2,11 @@
 //! adaLN modulation, gated residuals, the linear layer and multi-head attention.
 //!
 //! Each is a candle custom op whose forward pass is one sweep over the data, spread over
-//! candle's CPU worker pool, and whose backward pass is another fused op. The public functions
-//! fall back to compositions of candle ops for other devices and dtypes.
+//! candle's CPU worker pool, and whose backward pass is another fused op. For other devices and
+//! dtypes, softmax and layer norm use candle's fused kernels with a backward pass attached
+//! ([`attached`]); the rest fall back to compositions of candle ops.
 
+mod attached;
 mod attention;
 mod fast_exp;
 mod gelu;
@@ -16,6 +18,7 @@ mod product;
 mod reduce;
 mod wide;
 
+pub use attached::softmax_last_dim;
 pub use attention::{applies as attention_applies, attention};
 pub use gelu::gelu_tanh;
 pub use layer_norm::layer_norm;

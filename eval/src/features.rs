@@ -1,0 +1,107 @@
+//! Inception features of an image set, and the scores computed from them.
+
+use candle_core::DType;
+
+use crate::image_set::ImageSet;
+use crate::inception::{resize_to_input, FidInception, FEATURE_DIMS, LOGITS};
+use crate::{Error, Result, Statistics};
+
+/// What the network gives for every image of a set, row-major `(images, dims)`.
+#[derive(Debug, Clone, Default)]
+pub struct SetFeatures {
+    /// The 2048-d pool features FID uses.
+    pub pool: Vec<f32>,
+    /// The 1008 logits without the classifier's bias (what the original Inception Score code
+    /// and torch-fidelity use).
+    pub unbiased_logits: Vec<f32>,
+}
+
+impl SetFeatures {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.pool.len() / FEATURE_DIMS
+    }
+
+    /// Whether no image was seen.
+    pub fn is_empty(&self) -> bool {
+        self.pool.is_empty()
+    }
+
+    /// Mean and covariance of the pool features (FID's statistics).
+    pub fn statistics(&self) -> Result<Statistics> {
+        Statistics::from_features(&self.pool, FEATURE_DIMS)
+    }
+
+    /// The Inception Score over `splits` equal parts (the remainder is left out, as the
+    /// original code does): `exp E[KL(p(y|x) ‖ p(y))]` per part with p from the softmax over
+    /// all 1008 unbiased logits, returned as the mean and standard deviation over the parts.
+    pub fn inception_score(&self, splits: usize) -> Result<(f64, f64)> {
+        let n = self.len();
+        if splits == 0 || n < splits {
+            return Err(Error::Input(format!("{n} images cannot be split into {splits} parts")));
+        }
+        let probabilities: Vec<Vec<f64>> = self
+            .unbiased_logits
+            .chunks(LOGITS)
+            .map(|row| {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let exp: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
+                let total: f64 = exp.iter().sum();
+                exp.into_iter().map(|e| e / total).collect()
+            })
+            .collect();
+        let part = n / splits;
+        let scores: Vec<f64> = probabilities
+            .chunks_exact(part)
+            .take(splits)
+            .map(|rows| {
+                let marginal: Vec<f64> =
+                    (0..LOGITS).map(|c| rows.iter().map(|p| p[c]).sum::<f64>() / rows.len() as f64).collect();
+                let kl: f64 = rows
+                    .iter()
+                    .map(|p| {
+                        p.iter()
+                            .zip(&marginal)
+                            .filter(|(&pc, _)| pc > 0.0)
+                            .map(|(&pc, &mc)| pc * (pc.ln() - mc.ln()))
+                            .sum::<f64>()
+                    })
+                    .sum::<f64>()
+                    / rows.len() as f64;
+                kl.exp()
+            })
+            .collect();
+        let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+        let var = scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / scores.len() as f64;
+        Ok((mean, var.sqrt()))
+    }
+}
+
+impl FidInception {
+    /// Runs the network over every image of `set`, `batch` images at a time, calling
+    /// `progress` with the number of images done. Non-finite features are an error.
+    pub fn extract(&self, set: &ImageSet, batch: usize, progress: &mut dyn FnMut(usize)) -> Result<SetFeatures> {
+        let mut out = SetFeatures::default();
+        let weight = self.classifier_weight().t()?;
+        let mut done = 0;
+        set.for_each_batch(batch, &mut |pixels| {
+            let count = pixels.dim(0)?;
+            let input = resize_to_input(&pixels.to_device(self.device())?)?;
+            let pool = self.forward(&input)?.pool;
+            let logits = pool.matmul(&weight)?;
+            let pool = pool.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            if pool.iter().any(|v| !v.is_finite()) {
+                return Err(Error::Input(format!(
+                    "the network gave NaN or infinite features for images {done}..{}",
+                    done + count
+                )));
+            }
+            out.pool.extend(pool);
+            out.unbiased_logits.extend(logits.flatten_all()?.to_vec1::<f32>()?);
+            done += count;
+            progress(done);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
