@@ -219,9 +219,24 @@ impl Workload {
         let guided = Guided::new(&self.inference, 1.5);
         let seeds: Vec<u64> = (0..self.batch() as u64).collect();
         let vae = {
+            // Fresh weights come as variables; decoding with those would record a gradient
+            // graph and keep every activation alive, so the decoder is rebuilt on detached copies.
             let varmap = candle_nn::VarMap::new();
             let vb = candle_nn::VarBuilder::from_varmap(&varmap, self.dtype, &self.device);
-            maskdit_vae::Autoencoder::new(maskdit_vae::VaeConfig::default(), vb)?
+            maskdit_vae::Autoencoder::new(maskdit_vae::VaeConfig::default(), vb)?;
+            let detached = varmap
+                .data()
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the VAE's fresh weights are unreadable"))?
+                .iter()
+                .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+                .collect();
+            maskdit_vae::Autoencoder::from_tensors(
+                detached,
+                maskdit_vae::VaeConfig::default(),
+                self.dtype,
+                &self.device,
+            )?
         };
         let run = |levels: usize| -> Result<Tensor> {
             let mut options = EdmOptions::heun(levels);

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::fetch::{fetch_dataset, fetch_model, fetch_vae};
+use crate::fetch::{fetch_dataset, fetch_evaluator, fetch_model, fetch_vae};
 use crate::registry::Registry;
 
 /// Options of `maskdit download`.
@@ -13,8 +13,8 @@ pub struct DownloadArgs {
     name: String,
 }
 
-/// Downloads a model (and the VAE it pairs with), a VAE or a dataset of the registry into the
-/// cache and prints where it is.
+/// Downloads a model (and the VAE it pairs with), a VAE, a dataset or an evaluation network of
+/// the registry into the cache and prints where it is.
 pub fn run(args: DownloadArgs) -> Result<()> {
     let name = args.name.as_str();
     let registry = Registry::load()?;
@@ -32,10 +32,18 @@ pub fn run(args: DownloadArgs) -> Result<()> {
         fetch_vae(name, entry)?
     } else if let Some(entry) = registry.datasets.get(name) {
         fetch_dataset(name, entry)?
+    } else if let Some(entry) = registry.evaluators.get(name) {
+        fetch_evaluator(name, entry)?
     } else {
-        let all: Vec<String> =
-            registry.models.keys().chain(registry.vaes.keys()).chain(registry.datasets.keys()).cloned().collect();
-        bail!(crate::registry::unknown("model, VAE or dataset", name, all.iter()));
+        let all: Vec<String> = registry
+            .models
+            .keys()
+            .chain(registry.vaes.keys())
+            .chain(registry.datasets.keys())
+            .chain(registry.evaluators.keys())
+            .cloned()
+            .collect();
+        bail!(crate::registry::unknown("model, VAE, dataset or evaluator", name, all.iter()));
     };
     println!("{}", path.display());
     Ok(())

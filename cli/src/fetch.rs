@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::hub::{self, HubRepo, RepoKind};
-use crate::registry::{url_cache_dir, DatasetEntry, ModelEntry, VaeEntry};
+use crate::registry::{url_cache_dir, DatasetEntry, EvaluatorEntry, ModelEntry, VaeEntry};
 
 /// Whether `HF_HUB_OFFLINE` asks for no network.
 pub fn offline() -> bool {
@@ -52,8 +52,8 @@ impl Source<'_> {
             return Some(path);
         }
         let dest = self.mirror_destination();
-        let intact =
-            dest.is_file() && self.sha256.is_none_or(|want| hub::sha256_of(&dest).is_ok_and(|got| got == want));
+        let intact = dest.is_file()
+            && self.sha256.is_none_or(|want| hub::sha256_of(&dest).is_ok_and(|got| checksum_matches(&got, want)));
         intact.then_some(dest)
     }
 
@@ -145,9 +145,29 @@ pub fn fetch_vae(name: &str, entry: &VaeEntry) -> Result<PathBuf> {
     first.with_context(|| format!("VAE `{name}` lists no files"))
 }
 
+/// Whether the SHA-256 `have` (64 hex digits) is `want`: all of it, or its leading digits (as
+/// pytorch-fid publishes them in its file names).
+fn checksum_matches(have: &str, want: &str) -> bool {
+    !want.is_empty() && have.starts_with(&want.to_lowercase())
+}
+
+fn evaluator_source<'a>(name: &'a str, entry: &'a EvaluatorEntry) -> Source<'a> {
+    Source { name, repo: None, file: &entry.file, sha256: entry.sha256.as_deref(), mirrors: vec![entry.url.clone()] }
+}
+
+/// The verified cached file of an evaluator entry, if present.
+pub fn cached_evaluator(name: &str, entry: &EvaluatorEntry) -> Option<PathBuf> {
+    evaluator_source(name, entry).cached()
+}
+
+/// Fetches an evaluator entry (a no-op when a verified copy is cached).
+pub fn fetch_evaluator(name: &str, entry: &EvaluatorEntry) -> Result<PathBuf> {
+    evaluator_source(name, entry).fetch()
+}
+
 /// Downloads `url` to `dest`, resuming a partial `dest.part`; the file takes its final name
-/// only once it is whole (its length as the server announced it) and matches `sha256` where
-/// that is known. A corrupt file is deleted; a short one stays as the partial to resume.
+/// only once it is whole (its length as the server announced it) and matches `sha256` (all of
+/// it or its leading digits) where that is known. A corrupt file is deleted; a short one stays as the partial to resume.
 pub fn download_url(url: &str, dest: &Path, sha256: Option<&str>) -> Result<PathBuf> {
     let dir = dest.parent().context("download destination has no folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -165,7 +185,7 @@ pub fn download_url(url: &str, dest: &Path, sha256: Option<&str>) -> Result<Path
     }
     if let Some(want) = sha256 {
         let have = hub::sha256_of(&part)?;
-        if have != want.to_lowercase() {
+        if !checksum_matches(&have, want) {
             let _ = std::fs::remove_file(&part);
             bail!(
                 "the file has SHA-256 {have}, expected {want}: corrupt or not the listed one (deleted; download again)"

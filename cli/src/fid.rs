@@ -8,11 +8,10 @@ use clap::Args;
 use maskdit_eval::{FidInception, ImageSet, Statistics};
 
 use crate::device::DeviceChoice;
+use crate::fetch::cached_evaluator;
 use crate::progress;
+use crate::registry::{Registry, INCEPTION_FID};
 
-/// Where pytorch-fid publishes the weights (`--inception` takes this file as downloaded).
-const INCEPTION_URL: &str =
-    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth";
 /// Splits of the Inception Score (the original code's).
 const SCORE_SPLITS: usize = 10;
 
@@ -20,7 +19,8 @@ const SCORE_SPLITS: usize = 10;
 #[derive(Debug, Args)]
 pub struct InceptionArgs {
     /// The FID Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth as
-    /// downloaded (also torch-fidelity's copy), or a safetensors file with the same names.
+    /// downloaded (also torch-fidelity's copy), or a safetensors file with the same names
+    /// (default: the registry's inception-fid, from the cache).
     #[arg(long)]
     inception: Option<PathBuf>,
     /// Images per network call.
@@ -81,18 +81,31 @@ struct LazyNetwork<'a> {
 impl LazyNetwork<'_> {
     fn get(&mut self) -> Result<&FidInception> {
         if self.network.is_none() {
-            let path = self.args.inception.as_ref().with_context(|| {
-                format!(
-                    "images need the FID Inception weights: download {INCEPTION_URL} and pass it with --inception FILE"
-                )
-            })?;
+            let path = match &self.args.inception {
+                Some(path) => path.clone(),
+                None => cached_inception()?,
+            };
             let device = self.args.device.open()?;
-            let network = FidInception::load(path, &device)
+            let network = FidInception::load(&path, &device)
                 .with_context(|| format!("cannot load the FID Inception weights from {}", path.display()))?;
             self.network = Some(network);
         }
         self.network.as_ref().context("network loaded above")
     }
+}
+
+/// The registry's FID Inception weights from the cache.
+fn cached_inception() -> Result<PathBuf> {
+    let registry = Registry::load()?;
+    let entry =
+        registry.evaluators.get(INCEPTION_FID).with_context(|| format!("the registry lists no `{INCEPTION_FID}`"))?;
+    cached_evaluator(INCEPTION_FID, entry).with_context(|| {
+        format!(
+            "images need the FID Inception weights: run `maskdit download {INCEPTION_FID}` (or download {} \
+             yourself) and pass it with --inception FILE",
+            entry.url
+        )
+    })
 }
 
 fn split_set(spec: &str) -> Vec<PathBuf> {

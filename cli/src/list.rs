@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::fetch::{cached_dataset, cached_model, cached_vae};
+use crate::fetch::{cached_dataset, cached_evaluator, cached_model, cached_vae};
 use crate::registry::Registry;
 
 /// `cached, verified, 2700.0 MB` for a cached file, `not cached` otherwise.
@@ -49,6 +49,11 @@ pub fn run() -> Result<()> {
         let cached = cached_dataset(name, entry).and_then(|folder| Some(folder.join(entry.files.first()?)));
         let from = format!("Hub dataset {}: the LMDB folder naming `{}`", entry.repo, entry.folder_contains);
         println!("  {name}: {}\n      from {from}; {}", entry.description, status(cached));
+    }
+    println!("evaluation networks:");
+    for (name, entry) in &registry.evaluators {
+        let cached = status(cached_evaluator(name, entry));
+        println!("  {name}: {}\n      from {}; {cached}", entry.description, entry.url);
     }
     Ok(())
 }

@@ -24,7 +24,26 @@ pub struct Registry {
     /// Training data by name.
     #[serde(default)]
     pub datasets: BTreeMap<String, DatasetEntry>,
+    /// Networks for sample evaluation by name.
+    #[serde(default)]
+    pub evaluators: BTreeMap<String, EvaluatorEntry>,
 }
+
+/// A network used to evaluate samples (a single file at a direct address).
+#[derive(Debug, Clone, Deserialize)]
+pub struct EvaluatorEntry {
+    /// What it is.
+    pub description: String,
+    /// Direct download address.
+    pub url: String,
+    /// File name in the cache.
+    pub file: String,
+    /// Expected SHA-256, hex: all 64 digits, or the leading ones a file name publishes.
+    pub sha256: Option<String>,
+}
+
+/// The registry name of the FID Inception weights.
+pub const INCEPTION_FID: &str = "inception-fid";
 
 /// A diffusion model.
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +141,13 @@ impl Registry {
             }
             None => toml::from_str(REGISTRY).context("the built-in weights.toml is malformed")?,
         };
+        let checksums = registry.models.values().map(|e| &e.sha256);
+        let checksums = checksums.chain(registry.vaes.values().map(|e| &e.sha256));
+        for sha in checksums.chain(registry.evaluators.values().map(|e| &e.sha256)).flatten() {
+            if !(8..=64).contains(&sha.len()) || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+                bail!("weights.toml: `{sha}` is not a SHA-256 (8 to 64 hex digits)");
+            }
+        }
         if !registry.models.contains_key(&registry.default_model) {
             bail!("weights.toml: default model `{}` is not listed", registry.default_model);
         }

@@ -286,3 +286,56 @@ fn the_official_checkpoint_is_found_wherever_the_repo_keeps_it() {
     assert_eq!(std::fs::read(&path).unwrap(), good);
     assert!(stderr.contains("diffusion_pytorch_model.safetensors"), "the VAE it pairs with: {stderr}");
 }
+
+#[test]
+fn evaluator_weights_are_checked_by_their_published_checksum_prefix() {
+    let dir = Scratch::new("hub-evaluator");
+    let served = serve(|_| {
+        let path = "/mseitzer/pytorch-fid/releases/download/fid_weights/weights.pth".to_string();
+        HashMap::from([(path, answer(200, good_bytes()))])
+    });
+    let url = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/weights.pth";
+    let prefix = &hex_sha256(&good_bytes())[..8];
+    let entry = |name: &str, sha: &str| {
+        format!("[evaluators.{name}]\ndescription = \"test\"\nurl = \"{url}\"\nfile = \"{name}.pth\"\nsha256 = \"{sha}\"\n\n")
+    };
+    let mut text =
+        String::from("default_model = \"mnist\"\n\n[models.mnist]\ndescription = \"test\"\nembedded = true\n");
+    text += "file = \"mnist.safetensors\"\nresolution = 28\nsteps = 2\ncfg = 1.0\n\n[vaes]\n\n";
+    text += &entry("inception-fid", prefix);
+    text += &entry("other", "deadbeef");
+    let registry = dir.join("registry.toml");
+    std::fs::write(&registry, text).unwrap();
+    let home = dir.join("hf-home");
+    let run = |args: &[&str], offline: bool| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_maskdit"))
+            .args(args)
+            .env("MASKDIT_REGISTRY", &registry)
+            .env("HF_HOME", &home)
+            .env("MASKDIT_MIRROR_BASE", &served)
+            .env("HF_HUB_OFFLINE", if offline { "1" } else { "0" })
+            .output()
+            .unwrap()
+    };
+    let text = |o: &Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+
+    let got = run(&["download", "inception-fid"], false);
+    assert!(got.status.success(), "{}", text(&got));
+    let path = String::from_utf8_lossy(&got.stdout).trim().to_string();
+    assert_eq!(std::fs::read(&path).unwrap(), good_bytes());
+    let listed = run(&["list"], true);
+    assert!(text(&listed).contains("inception-fid") && text(&listed).contains("cached, verified"), "{}", text(&listed));
+
+    // A file whose SHA-256 does not begin with the published digits is refused and not kept.
+    let other = run(&["download", "other"], false);
+    assert!(!other.status.success() && text(&other).contains("SHA-256"), "{}", text(&other));
+
+    // `fid` without --inception takes the cached file (whose bytes are no network: that is the error).
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..2 {
+        image::RgbImage::from_pixel(8, 8, image::Rgb([i * 100, 50, 50])).save(images.join(format!("{i}.png"))).unwrap();
+    }
+    let fid = run(&["fid", images.to_str().unwrap(), images.to_str().unwrap()], true);
+    assert!(!fid.status.success() && text(&fid).contains(&path), "{}", text(&fid));
+}
