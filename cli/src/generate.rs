@@ -17,7 +17,7 @@ use crate::fetch::{fetch_model, fetch_vae};
 use crate::labels::resolve_class;
 use crate::progress;
 use crate::registry::{Registry, EMBEDDED_MNIST};
-use crate::seeds::Seeds;
+use crate::seeds::{Seeds, Shard};
 
 /// Options of `maskdit generate`.
 #[derive(Debug, Args)]
@@ -93,6 +93,14 @@ pub struct GenerateArgs {
     /// Output folder: one `<seed:06d>.png` per seed.
     #[arg(long, default_value = "out")]
     out: PathBuf,
+    /// Skip the seeds whose PNG is already in the output folder (to continue an interrupted
+    /// run; every image depends only on its seed).
+    #[arg(long)]
+    resume: bool,
+    /// Take only part `i/n` of the seeds (positions i, i+n, …), so n processes or machines
+    /// share one sample set; `maskdit fid` takes their folders joined by commas.
+    #[arg(long, default_value = "0/1")]
+    shard: Shard,
     /// Also write all images as one grid PNG.
     #[arg(long)]
     grid: Option<PathBuf>,
@@ -304,11 +312,20 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let sampler = sampler(&args, steps);
     let guided = Guided::new(&loaded.model, cfg);
     let image_dims = [config.in_channels, config.input_size, config.input_size];
-    let bar = progress::bar(args.seeds.len().saturating_mul(sampler.num_steps() as u64), "sampling");
+    let png = |seed: u64| args.out.join(format!("{seed:06}.png"));
+    // Positions in the seed list: `--class` cycles over them, `--shard` splits them.
+    let pending = || {
+        (0u64..)
+            .zip(args.seeds.iter())
+            .filter(|&(position, seed)| args.shard.takes(position) && !(args.resume && png(seed).is_file()))
+    };
+    let total = pending().count() as u64;
+    let bar = progress::bar(total.saturating_mul(sampler.num_steps() as u64), "sampling");
+    let started = std::time::Instant::now();
     let mut for_grid = Vec::new();
-    let (mut written, mut seeds) = (0u64, args.seeds.iter());
+    let (mut written, mut work) = (0u64, pending());
     loop {
-        let chunk: Vec<u64> = seeds.by_ref().take(args.batch).collect();
+        let (positions, chunk): (Vec<u64>, Vec<u64>) = work.by_ref().take(args.batch).unzip();
         if chunk.is_empty() {
             break;
         }
@@ -318,7 +335,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             let drawn = noise.class_indices(config.num_classes);
             let pick = |i: usize| match classes.len() {
                 0 => drawn[i],
-                n => classes[((written + i as u64) % n as u64) as usize],
+                n => classes[(positions[i] % n as u64) as usize],
             };
             Some(maskdit::one_hot((0..chunk.len()).map(pick), config.num_classes, &device)?)
         } else {
@@ -338,7 +355,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             }
         };
         for (seed, image) in chunk.iter().zip(maskdit_vae::image::to_images(&pixels)?) {
-            write_png(&image, &args.out.join(format!("{seed:06}.png")))?;
+            write_png(&image, &png(*seed))?;
             written += 1;
             if args.grid.is_some() {
                 for_grid.push(image);
@@ -350,6 +367,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let columns = args.grid_columns.unwrap_or_else(|| (for_grid.len() as f64).sqrt().ceil() as usize);
         write_png(&grid(&for_grid, columns), path)?;
     }
-    eprintln!("wrote {written} images to {}", args.out.display());
+    let seconds = started.elapsed().as_secs_f64();
+    let skipped = args.seeds.len() - total;
+    let skipped =
+        if skipped > 0 { format!(" ({skipped} seeds left to other shards or already written)") } else { String::new() };
+    eprintln!(
+        "wrote {written} images to {} in {seconds:.1} s ({:.2} images/s){skipped}",
+        args.out.display(),
+        written as f64 / seconds.max(1e-9)
+    );
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! `--seeds`: comma-separated seeds and inclusive ranges, each seed once, read lazily.
+//! `--seeds`: comma-separated seeds and inclusive ranges, each seed once, read lazily; and
+//! `--shard`, the part of a seed list one process takes.
 
 use std::str::FromStr;
 
@@ -103,5 +104,42 @@ mod tests {
                 assert_eq!(seeds.iter().next(), Some(seeds.ranges[0].0));
             }
         }
+    }
+}
+
+/// `--shard i/n`: the part of a run one of `n` processes takes — the seeds at positions
+/// `i, i + n, i + 2n, …` of the list — so that shards together write every image once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    index: u64,
+    count: u64,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Self { index: 0, count: 1 }
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    /// Parses `i/n` with `i < n`, e.g. `0/4`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("`{text}` is not a shard; write i/n with i from 0 to n-1, e.g. 0/4");
+        let (index, count) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count) =
+            (index.trim().parse::<u64>().map_err(|_| bad())?, count.trim().parse::<u64>().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl Shard {
+    /// Whether this shard takes the seed at `position` of the list.
+    pub fn takes(&self, position: u64) -> bool {
+        position % self.count == self.index
     }
 }

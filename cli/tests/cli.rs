@@ -569,3 +569,29 @@ fn fid_of_folders_statistics_and_npz_batches_agree() {
     let err = fails(&["fid", s(&stats), s(&weights), "--inception", s(&weights)]);
     assert!(err.contains("npz") || err.contains("arr_0"), "{err}");
 }
+
+#[test]
+fn shards_split_a_run_and_resume_skips_what_is_written() {
+    let whole = Scratch::new("shards-whole");
+    ok(&["generate", "--class", "7", "--seeds", "0-5", "--steps", "4", "--out", s(&whole)]);
+    let (even, odd) = (Scratch::new("shards-even"), Scratch::new("shards-odd"));
+    ok(&["generate", "--class", "7", "--seeds", "0-5", "--steps", "4", "--shard", "0/2", "--out", s(&even)]);
+    ok(&["generate", "--class", "7", "--seeds", "0-5", "--steps", "4", "--shard", "1/2", "--out", s(&odd)]);
+    for seed in 0..6u64 {
+        let name = format!("{seed:06}.png");
+        let (mine, other) = if seed % 2 == 0 { (&even, &odd) } else { (&odd, &even) };
+        assert!(!other.join(&name).exists(), "{name} written by both shards");
+        assert_eq!(std::fs::read(mine.join(&name)).unwrap(), std::fs::read(whole.join(&name)).unwrap(), "{name}");
+    }
+
+    // An interrupted run: one image missing; --resume writes only that one, identical.
+    let kept = std::fs::read(whole.join("000003.png")).unwrap();
+    std::fs::remove_file(whole.join("000003.png")).unwrap();
+    let out = ok(&["generate", "--class", "7", "--seeds", "0-5", "--steps", "4", "--resume", "--out", s(&whole)]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("wrote 1 images") && log.contains("images/s"), "{log}");
+    assert_eq!(std::fs::read(whole.join("000003.png")).unwrap(), kept);
+
+    let err = fails(&["generate", "--seeds", "0-5", "--shard", "2/2", "--out", s(&whole)]);
+    assert!(err.contains("i/n"), "{err}");
+}
