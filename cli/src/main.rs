@@ -17,6 +17,7 @@ mod progress;
 mod registry;
 mod seeds;
 mod train;
+mod train_eval;
 
 use std::process::ExitCode;
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use clap::Args;
 use maskdit::{checkpoint, ModelConfig, WeightSet};
 use maskdit_train::data::{Dataset, LmdbDataset, ShardDataset};
@@ -14,6 +14,7 @@ use maskdit_train::{preset, Precision, Start, TrainOptions, TrainPreset, Trainab
 
 use crate::device::DeviceChoice;
 use crate::progress;
+use crate::train_eval::{EvalArgs, Evaluator};
 
 /// A run stopped by Ctrl-C after saving a checkpoint (exit status 130).
 #[derive(Debug)]
@@ -82,6 +83,9 @@ pub struct TrainArgs {
     /// f32 master weights; meant for CUDA, slow on the CPU).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     precision: Precision,
+    /// FID while training.
+    #[command(flatten)]
+    eval: EvalArgs,
 }
 
 /// Options of `finetune`: the starting checkpoint, then those of `train`.
@@ -308,8 +312,9 @@ pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
     let recipe = preset(&args.preset).with_context(|| format!("presets: {}", PRESET_NAMES.join(", ")))?;
     let device = args.device.open()?;
     let trainer = start_trainer(&args, from, &recipe, &device)?;
+    let evaluator = Evaluator::new(&args.eval, trainer.config(), &device)?;
     let every = args.checkpoint_every.unwrap_or(recipe.checkpoint_every).max(1);
-    let trainer = train_loop(trainer, &args.out, every)?;
+    let trainer = train_loop(trainer, &args.out, every, evaluator.as_ref(), &device)?;
     if let Some(path) = &args.export {
         checkpoint::save_model(&trainer.ema_weights(), trainer.config(), path)?;
         eprintln!("wrote the EMA weights to {}", path.display());
@@ -317,9 +322,16 @@ pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
     Ok(())
 }
 
-/// Trains to the end of the run, logging every step to `out/log.jsonl` and checkpointing every
-/// `every` steps; on Ctrl-C saves a checkpoint and fails with [`Interrupted`].
-fn train_loop(mut trainer: Trainer, out: &Path, every: u64) -> Result<Trainer> {
+/// Trains to the end of the run, logging every step to `out/log.jsonl`, checkpointing every
+/// `every` steps and measuring FID when `evaluator` is due; on Ctrl-C saves a checkpoint and
+/// fails with [`Interrupted`].
+fn train_loop(
+    mut trainer: Trainer,
+    out: &Path,
+    every: u64,
+    evaluator: Option<&Evaluator>,
+    device: &Device,
+) -> Result<Trainer> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -351,6 +363,17 @@ fn train_loop(mut trainer: Trainer, out: &Path, every: u64) -> Result<Trainer> {
         bar.set_position(report.step);
         if report.step % every == 0 || trainer.finished() {
             save(&trainer)?;
+        }
+        if let Some(evaluator) = evaluator.filter(|e| e.due(report.step, trainer.finished())) {
+            bar.set_message("measuring FID");
+            let m = evaluator.measure(trainer.ema_weights(), trainer.config(), device)?;
+            let line = serde_json::json!({"step": report.step, "fid": m.fid, "eval_images": m.images,
+                "eval_seconds": m.seconds});
+            maskdit_io::append_line(&log, &line.to_string()).context("cannot write the training log")?;
+            bar.println(format!(
+                "step {}: FID {:.3} ({} EMA samples, {:.0} s)",
+                report.step, m.fid, m.images, m.seconds
+            ));
         }
     }
     bar.finish_with_message("done");

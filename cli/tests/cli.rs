@@ -595,3 +595,34 @@ fn shards_split_a_run_and_resume_skips_what_is_written() {
     let err = fails(&["generate", "--seeds", "0-5", "--shard", "2/2", "--out", s(&whole)]);
     assert!(err.contains("i/n"), "{err}");
 }
+
+#[test]
+fn training_logs_the_fid_of_ema_samples() {
+    let work = Scratch::new("train-fid");
+    let weights = work.join("inception.safetensors");
+    let tensors = maskdit_tests::hashed_inception_weights(&maskdit_tests::fid_inception_case());
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    let reference = work.join("reference.npz");
+    ok(&["fid-stats", s(&digit_folder("train-fid-real", "4", 4)), "--out", s(&reference), "--inception", s(&weights)]);
+
+    let embedded = workspace().join("cli/assets/mnist.safetensors");
+    let digits = workspace().join("data/mnist/digits.safetensors");
+    let run = work.join("run");
+    let mut args = vec!["finetune", "--preset", "mnist-finetune", "--from", s(&embedded), "--data", s(&digits)];
+    args.extend(["--out", s(&run), "--steps", "2", "--batch", "4", "--checkpoint-every", "100"]);
+    args.extend(["--eval-every", "2", "--eval-num", "4", "--eval-steps", "2", "--eval-batch", "4"]);
+    let err = fails(&args);
+    assert!(err.contains("--eval-ref"), "{err}");
+    args.extend(["--eval-ref", s(&reference), "--inception", s(&weights)]);
+    ok(&args);
+    let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    let measured: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l.get("fid").is_some())
+        .collect();
+    assert_eq!(measured.len(), 1, "{log}");
+    assert_eq!(measured[0]["step"], 2);
+    assert_eq!(measured[0]["eval_images"], 4);
+    assert!(measured[0]["fid"].as_f64().unwrap().is_finite(), "{log}");
+}

@@ -1,6 +1,6 @@
 //! Inception features of an image set, and the scores computed from them.
 
-use candle_core::DType;
+use candle_core::{DType, Tensor};
 
 use crate::image_set::ImageSet;
 use crate::inception::{resize_to_input, FidInception, FEATURE_DIMS, LOGITS};
@@ -82,26 +82,30 @@ impl FidInception {
     /// `progress` with the number of images done. Non-finite features are an error.
     pub fn extract(&self, set: &ImageSet, batch: usize, progress: &mut dyn FnMut(usize)) -> Result<SetFeatures> {
         let mut out = SetFeatures::default();
-        let weight = self.classifier_weight().t()?;
-        let mut done = 0;
         set.for_each_batch(batch, &mut |pixels| {
-            let count = pixels.dim(0)?;
-            let input = resize_to_input(&pixels.to_device(self.device())?)?;
-            let pool = self.forward(&input)?.pool;
-            let logits = pool.matmul(&weight)?;
-            let pool = pool.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            if pool.iter().any(|v| !v.is_finite()) {
-                return Err(Error::Input(format!(
-                    "the network gave NaN or infinite features for images {done}..{}",
-                    done + count
-                )));
-            }
-            out.pool.extend(pool);
-            out.unbiased_logits.extend(logits.flatten_all()?.to_vec1::<f32>()?);
-            done += count;
-            progress(done);
+            self.extend(&mut out, &pixels)?;
+            progress(out.len());
             Ok(())
-        })?;
-        Ok(out)
+        })
+        .map(|()| out)
+    }
+
+    /// Adds the features of `(N, 3, H, W)` u8 images to `features`. Non-finite features are an
+    /// error.
+    pub fn extend(&self, features: &mut SetFeatures, pixels: &Tensor) -> Result<()> {
+        let (done, count) = (features.len(), pixels.dim(0)?);
+        let input = resize_to_input(&pixels.to_device(self.device())?)?;
+        let pool = self.forward(&input)?.pool;
+        let logits = pool.matmul(&self.classifier_weight().t()?)?;
+        let pool = pool.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        if pool.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Input(format!(
+                "the network gave NaN or infinite features for images {done}..{}",
+                done + count
+            )));
+        }
+        features.pool.extend(pool);
+        features.unbiased_logits.extend(logits.flatten_all()?.to_vec1::<f32>()?);
+        Ok(())
     }
 }

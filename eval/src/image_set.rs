@@ -29,10 +29,16 @@ fn data_error(path: &Path, reason: impl Into<String>) -> Error {
     Error::Data { path: path.to_path_buf(), reason: reason.into() }
 }
 
-/// Reads one image file as `(1, 3, H, W)` u8 RGB (grey replicated, alpha dropped, as PIL's
-/// `convert("RGB")`).
+/// Reads one image file as `(1, 3, H, W)` u8 RGB (see [`image_tensor`]).
 pub fn read_image(path: &Path) -> Result<Tensor> {
-    let image = image::open(path).map_err(|e| data_error(path, format!("is not a readable image ({e})")))?.to_rgb8();
+    let image = image::open(path).map_err(|e| data_error(path, format!("is not a readable image ({e})")))?;
+    image_tensor(&image)
+}
+
+/// An image as `(1, 3, H, W)` u8 RGB: grey replicated, alpha dropped, as PIL's
+/// `convert("RGB")`.
+pub fn image_tensor(image: &image::DynamicImage) -> Result<Tensor> {
+    let image = image.to_rgb8();
     let (w, h) = (image.width() as usize, image.height() as usize);
     Ok(Tensor::from_vec(image.into_raw(), (1, h, w, 3), &Device::Cpu)?.permute((0, 3, 1, 2))?.contiguous()?)
 }

@@ -20,7 +20,7 @@ pub mod npz;
 
 pub use features::SetFeatures;
 pub use frechet::Statistics;
-pub use image_set::{read_image, ImageSet};
+pub use image_set::{image_tensor, read_image, ImageSet};
 pub use inception::{resize_to_input, FidInception, InceptionOutput, FEATURE_DIMS, INPUT_SIDE, LOGITS};
 
 /// What can go wrong while evaluating.
