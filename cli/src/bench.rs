@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use maskdit::flops::{forward_flops, train_step_flops};
@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// GEMM, as PyTorch's `allow_tf32`).
     #[arg(long)]
     tf32: bool,
+    /// FID Inception weights for `--only inception` (default: the registry's inception-fid,
+    /// from the cache).
+    #[arg(long)]
+    inception: Option<std::path::PathBuf>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
@@ -67,6 +71,9 @@ enum Measurement {
     /// A whole sampling run: 40 EDM Heun levels at guidance 1.5 (79 guided evaluations), then
     /// the VAE decode to pixels (fresh SD VAE weights), each timed, with images per second.
     Sample,
+    /// The FID Inception-v3 on `--batch` random 256-px images (resize, network, features), as
+    /// images per second; needs --inception or the cached inception-fid.
+    Inception,
 }
 
 /// Noise levels of the sampling run timed by [`Measurement::Sample`] (the paper's EDM setting).
@@ -289,6 +296,38 @@ impl Workload {
     }
 }
 
+/// Times [`Measurement::Inception`]: `--batch` random 256-px images through the resize, the
+/// network and the feature copy-out.
+fn inception(args: &BenchArgs) -> Result<Row> {
+    const SIDE: usize = 256;
+    let path = match &args.inception {
+        Some(path) => path.clone(),
+        None => {
+            let registry = crate::registry::Registry::load()?;
+            let name = crate::registry::INCEPTION_FID;
+            let entry = registry.evaluators.get(name).with_context(|| format!("the registry lists no `{name}`"))?;
+            crate::fetch::cached_evaluator(name, entry).with_context(|| {
+                format!("--only inception needs the weights: run `maskdit download {name}` or pass --inception FILE")
+            })?
+        }
+    };
+    let device = args.device.open()?;
+    let network = maskdit_eval::FidInception::load(&path, &device)?;
+    let pixels = Tensor::rand(0f32, 255.0, (args.batch, 3, SIDE, SIDE), &device)?.to_dtype(DType::U8)?;
+    let (t, spread) = median_seconds(args.iters, &device, || {
+        let mut features = maskdit_eval::SetFeatures::default();
+        Ok(network.extend(&mut features, &pixels)?)
+    })?;
+    Ok(Row {
+        what: "inception",
+        mask_ratio: None,
+        seconds: t,
+        spread,
+        flops: 0.0,
+        images_per_second: Some(args.batch as f64 / t),
+    })
+}
+
 /// Prints the rows as a table or as JSON lines.
 fn report(args: &BenchArgs, rows: &[Row]) {
     let rss = peak_rss_mb();
@@ -323,8 +362,12 @@ fn report(args: &BenchArgs, rows: &[Row]) {
         let (gflop, rate) = (r.flops / 1e9, r.flops / 1e9 / r.seconds);
         println!("{:<12} {mask:>6} {:>10.3} {gflop:>10.1} {rate:>10.1}  {}", r.what, r.seconds, runs.join(" "));
     }
-    if let Some(rate) = rows.iter().find_map(|r| r.images_per_second) {
-        println!("sampling with decode: {rate:.2} images/s");
+    // The sample and decode rows share one rate (both together).
+    for r in rows.iter().filter(|r| r.what != "vae_decode") {
+        if let Some(rate) = r.images_per_second {
+            let what = if r.what == "sample" { "sampling with decode" } else { r.what };
+            println!("{what}: {rate:.2} images/s");
+        }
     }
     println!("peak RSS {rss:.0} MB");
 }
@@ -340,9 +383,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         candle_core::cuda::set_gemm_reduced_precision_f32(true);
     }
+    let mut rows = Vec::new();
+    // The Inception alone needs no diffusion model: only when asked for.
+    if args.only.contains(&Measurement::Inception) {
+        rows.push(inception(&args)?);
+        if args.only.iter().all(|m| *m == Measurement::Inception) {
+            report(&args, &rows);
+            return Ok(());
+        }
+    }
     let work = Workload::new(&args)?;
     let wanted = |m: Measurement| args.only.is_empty() || args.only.contains(&m);
-    let mut rows = Vec::new();
     if wanted(Measurement::Gemm) {
         rows.push(work.gemm(args.iters)?);
     }

@@ -556,6 +556,22 @@ fn fid_of_folders_statistics_and_npz_batches_agree() {
     let relative = (from_npz["fid"].as_f64().unwrap() - fid).abs() / fid;
     assert!(relative < 1e-9, "folder {fid} against npz {from_npz}");
 
+    // The network's speed as a benchmark row.
+    let bench = json_line(&ok(&[
+        "bench",
+        "--only",
+        "inception",
+        "--inception",
+        s(&weights),
+        "--batch",
+        "2",
+        "--iters",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(bench["what"], "inception");
+    assert!(bench["images_per_second"].as_f64().unwrap() > 0.0, "{bench}");
+
     // Clear errors, no panics.
     let empty = Scratch::new("fid-empty");
     let err = fails(&["fid", s(&empty), s(&stats), "--inception", s(&weights)]);
