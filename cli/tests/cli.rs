@@ -508,6 +508,14 @@ fn an_unconditional_model_generates_and_refuses_guidance_and_classes() {
     assert!(classed.contains("unconditional"), "{classed}");
 }
 
+/// The hashed FID Inception weights of the golden case, as a safetensors file in `dir`.
+fn hashed_inception_file(dir: &Path) -> PathBuf {
+    let path = dir.join("inception.safetensors");
+    let tensors = maskdit_tests::hashed_inception_weights(&maskdit_tests::fid_inception_case());
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    path
+}
+
 /// Writes `count` generated digits of `class` as PNGs into a new folder.
 fn digit_folder(name: &str, class: &str, count: usize) -> Scratch {
     let dir = Scratch::new(name);
@@ -523,11 +531,8 @@ fn json_line(out: &Output) -> serde_json::Value {
 
 #[test]
 fn fid_of_folders_statistics_and_npz_batches_agree() {
-    // The hashed FID Inception weights of the golden case, as a safetensors file.
     let work = Scratch::new("fid");
-    let weights = work.join("inception.safetensors");
-    let tensors = maskdit_tests::hashed_inception_weights(&maskdit_tests::fid_inception_case());
-    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    let weights = hashed_inception_file(&work);
     let (threes, fives) = (digit_folder("fid-threes", "3", 10), digit_folder("fid-fives", "5", 10));
 
     let out = ok(&["fid", s(&threes), s(&fives), "--inception", s(&weights), "--batch", "4", "--json"]);
@@ -615,9 +620,7 @@ fn shards_split_a_run_and_resume_skips_what_is_written() {
 #[test]
 fn training_logs_the_fid_of_ema_samples() {
     let work = Scratch::new("train-fid");
-    let weights = work.join("inception.safetensors");
-    let tensors = maskdit_tests::hashed_inception_weights(&maskdit_tests::fid_inception_case());
-    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    let weights = hashed_inception_file(&work);
     let reference = work.join("reference.npz");
     ok(&["fid-stats", s(&digit_folder("train-fid-real", "4", 4)), "--out", s(&reference), "--inception", s(&weights)]);
 

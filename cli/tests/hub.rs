@@ -108,6 +108,26 @@ fn registry(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// Runs maskdit with the Hub and every mirror at `served`, the registry file `registry` and
+/// the cache under `home`.
+fn run_against(served: &str, registry: &Path, home: &Path, args: &[&str], offline: bool) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_maskdit"))
+        .args(args)
+        .env("MASKDIT_REGISTRY", registry)
+        .env("HF_HOME", home)
+        .env("HF_ENDPOINT", served)
+        .env("MASKDIT_MIRROR_BASE", served)
+        .env("HF_HUB_OFFLINE", if offline { "1" } else { "0" })
+        .env_remove("HF_TOKEN")
+        .output()
+        .unwrap()
+}
+
+/// Everything a command printed.
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
 fn hub_routes(base: &str) -> HashMap<String, Answer> {
     let good = good_bytes();
     let listing = |entries: serde_json::Value| answer(200, entries.to_string().into_bytes());
@@ -165,19 +185,7 @@ fn downloads_are_found_verified_and_never_cached_broken() {
     let served = serve(hub_routes);
     let registry = registry(&dir);
     let home = dir.join("hf-home");
-    let run = |args: &[&str], offline: bool| -> Output {
-        Command::new(env!("CARGO_BIN_EXE_maskdit"))
-            .args(args)
-            .env("MASKDIT_REGISTRY", &registry)
-            .env("HF_HOME", &home)
-            .env("HF_ENDPOINT", &served)
-            .env("MASKDIT_MIRROR_BASE", &served)
-            .env("HF_HUB_OFFLINE", if offline { "1" } else { "0" })
-            .env_remove("HF_TOKEN")
-            .output()
-            .unwrap()
-    };
-    let text = |o: &Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let run = |args: &[&str], offline: bool| run_against(&served, &registry, &home, args, offline);
 
     // Found in a subfolder on the second page of the listing, verified, cached.
     let got = run(&["download", "good"], false);
@@ -299,25 +307,15 @@ fn evaluator_weights_are_checked_by_their_published_checksum_prefix() {
     let entry = |name: &str, sha: &str| {
         format!("[evaluators.{name}]\ndescription = \"test\"\nurl = \"{url}\"\nfile = \"{name}.pth\"\nsha256 = \"{sha}\"\n\n")
     };
-    let mut text =
+    let mut toml =
         String::from("default_model = \"mnist\"\n\n[models.mnist]\ndescription = \"test\"\nembedded = true\n");
-    text += "file = \"mnist.safetensors\"\nresolution = 28\nsteps = 2\ncfg = 1.0\n\n[vaes]\n\n";
-    text += &entry("inception-fid", prefix);
-    text += &entry("other", "deadbeef");
+    toml += "file = \"mnist.safetensors\"\nresolution = 28\nsteps = 2\ncfg = 1.0\n\n[vaes]\n\n";
+    toml += &entry("inception-fid", prefix);
+    toml += &entry("other", "deadbeef");
     let registry = dir.join("registry.toml");
-    std::fs::write(&registry, text).unwrap();
+    std::fs::write(&registry, toml).unwrap();
     let home = dir.join("hf-home");
-    let run = |args: &[&str], offline: bool| -> Output {
-        Command::new(env!("CARGO_BIN_EXE_maskdit"))
-            .args(args)
-            .env("MASKDIT_REGISTRY", &registry)
-            .env("HF_HOME", &home)
-            .env("MASKDIT_MIRROR_BASE", &served)
-            .env("HF_HUB_OFFLINE", if offline { "1" } else { "0" })
-            .output()
-            .unwrap()
-    };
-    let text = |o: &Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let run = |args: &[&str], offline: bool| run_against(&served, &registry, &home, args, offline);
 
     let got = run(&["download", "inception-fid"], false);
     assert!(got.status.success(), "{}", text(&got));
