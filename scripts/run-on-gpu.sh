@@ -138,13 +138,15 @@ step finetune 150 ./maskdit train --preset imagenet256-finetune --data /tmp/rand
   --out /tmp/finetune --steps 100 --batch "${FINETUNE_BATCH:-64}" --checkpoint-every 1000 --precision bf16 --device cuda
 cp /tmp/finetune/log.jsonl "$out/finetune.jsonl" 2>/dev/null
 
-# 5b. FID Inception throughput: ours (fid-stats over an ADM .npz) against pytorch-fid (carried
-# as a wheel where missing), hashed weights, 2000 random 256-px images.
+# 5b. FID Inception throughput: ours (bench, and fid-stats over an ADM .npz end to end) against
+# pytorch-fid (carried as a wheel where missing), hashed weights, random 256-px images.
 if [ -d "$MASKDIT_GOLDEN_EVAL/fid_inception" ]; then
   step inception-torch 120 "$python" bench-inception-pytorch.py --case "$MASKDIT_GOLDEN_EVAL/fid_inception" \
     --weights-out /tmp/inception.safetensors --images-out /tmp/inception-images.npz --count 2000 --batch 200 \
     | grep '^{' >>"$out/bench.jsonl"
-  step inception-ours 120 ./maskdit fid-stats /tmp/inception-images.npz --out /tmp/inception-stats.npz \
+  step inception-ours 120 ./maskdit bench --only inception --inception /tmp/inception.safetensors --device cuda \
+    --batch 200 --iters 5 --json | grep '^{' >>"$out/bench.jsonl"
+  step fid-stats 120 ./maskdit fid-stats /tmp/inception-images.npz --out /tmp/inception-stats.npz \
     --inception /tmp/inception.safetensors --device cuda --batch 200
 fi
 
