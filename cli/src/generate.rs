@@ -101,6 +101,10 @@ pub struct GenerateArgs {
     /// share one sample set; `maskdit fid` takes their folders joined by commas.
     #[arg(long, default_value = "0/1")]
     shard: Shard,
+    /// Also pack this run's images (its shard's seeds, in list order, RGB) into an .npz in
+    /// ADM's layout (arr_0, N×H×W×3 uint8; ZIP64 past 4 GB), as ADM's evaluation suite reads.
+    #[arg(long)]
+    npz: Option<PathBuf>,
     /// Also write all images as one grid PNG.
     #[arg(long)]
     grid: Option<PathBuf>,
@@ -124,6 +128,16 @@ enum SamplerKind {
 enum Decoder {
     Pixels,
     Vae(Box<Autoencoder>),
+}
+
+impl Decoder {
+    /// Image side per latent side.
+    fn upscale(&self) -> usize {
+        match self {
+            Self::Pixels => 1,
+            Self::Vae(vae) => vae.config().downsampling(),
+        }
+    }
 }
 
 struct Loaded {
@@ -368,6 +382,24 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         write_png(&grid(&for_grid, columns), path)?;
     }
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(npz) = &args.npz {
+        let seeds: Vec<u64> =
+            (0u64..).zip(args.seeds.iter()).filter(|&(p, _)| args.shard.takes(p)).map(|(_, seed)| seed).collect();
+        let side = (config.input_size * loaded.decoder.upscale()) as u32;
+        let bar = progress::bar(seeds.len() as u64, "npz");
+        maskdit_eval::npz::write_images(npz, seeds.len(), (side as usize, side as usize), &mut |i| {
+            bar.set_position(i as u64 + 1);
+            let path = png(seeds[i]);
+            let image = image::open(&path).map_err(|e| maskdit_eval::Error::Data {
+                path: path.clone(),
+                reason: format!("cannot be read back for the .npz ({e})"),
+            })?;
+            Ok(image.to_rgb8().into_raw())
+        })
+        .with_context(|| format!("cannot write {}", npz.display()))?;
+        bar.finish_and_clear();
+        eprintln!("packed {} images into {}", seeds.len(), npz.display());
+    }
     let skipped = args.seeds.len() - total;
     let skipped =
         if skipped > 0 { format!(" ({skipped} seeds left to other shards or already written)") } else { String::new() };

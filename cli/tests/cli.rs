@@ -613,6 +613,28 @@ fn shards_split_a_run_and_resume_skips_what_is_written() {
     assert!(log.contains("wrote 1 images") && log.contains("images/s"), "{log}");
     assert_eq!(std::fs::read(whole.join("000003.png")).unwrap(), kept);
 
+    // The run packed as an ADM batch: every seed in list order, RGB (grey replicated).
+    let npz = whole.join("samples.npz");
+    ok(&[
+        "generate",
+        "--class",
+        "7",
+        "--seeds",
+        "0-5",
+        "--steps",
+        "4",
+        "--resume",
+        "--npz",
+        s(&npz),
+        "--out",
+        s(&whole),
+    ]);
+    let arrays = Tensor::read_npz(&npz).unwrap();
+    let arr = &arrays.iter().find(|(name, _)| name == "arr_0").unwrap().1;
+    assert_eq!(arr.dims(), [6, 28, 28, 3]);
+    let fourth = arr.get(3).unwrap().flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    assert_eq!(fourth, image::open(whole.join("000003.png")).unwrap().to_rgb8().into_raw());
+
     let err = fails(&["generate", "--seeds", "0-5", "--shard", "2/2", "--out", s(&whole)]);
     assert!(err.contains("i/n"), "{err}");
 }

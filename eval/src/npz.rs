@@ -143,6 +143,58 @@ impl NpzImages {
     }
 }
 
+/// Writes `count` images of `height`×`width` RGB as `arr_0` (N×H×W×3 uint8, ADM's layout) to
+/// an `.npz` file, atomically; `image(i)` gives image `i`'s `height·width·3` bytes (HWC). The
+/// array is stored uncompressed and in ZIP64 form when it passes 4 GB (numpy reads both).
+pub fn write_images(
+    path: &Path,
+    count: usize,
+    (height, width): (usize, usize),
+    image: &mut dyn FnMut(usize) -> Result<Vec<u8>>,
+) -> Result<()> {
+    let bytes_per_image = height * width * 3;
+    let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({count}, {height}, {width}, 3), }}");
+    // Magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    header.push('\n');
+    let total = 10 + header.len() as u64 + (count * bytes_per_image) as u64;
+    let mut failure = None;
+    let written = maskdit_io::replace_file(path, |tmp| {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(File::create(tmp)?));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(total >= u32::MAX as u64);
+        zip.start_file("arr_0.npy", options).map_err(std::io::Error::other)?;
+        zip.write_all(b"\x93NUMPY\x01\x00")?;
+        zip.write_all(&(header.len() as u16).to_le_bytes())?;
+        zip.write_all(header.as_bytes())?;
+        for i in 0..count {
+            let data = match image(i) {
+                Ok(data) if data.len() == bytes_per_image => data,
+                Ok(data) => {
+                    failure = Some(Error::Input(format!(
+                        "image {i} has {} bytes, not {height}×{width}×3 = {bytes_per_image}",
+                        data.len()
+                    )));
+                    return Err(std::io::Error::other("bad image"));
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    return Err(std::io::Error::other("bad image"));
+                }
+            };
+            zip.write_all(&data)?;
+        }
+        zip.finish().map_err(std::io::Error::other)?.into_inner().map_err(|e| e.into_error())?.sync_all()
+    });
+    match (failure, written) {
+        (Some(e), _) => Err(e),
+        (None, result) => Ok(result?),
+    }
+}
+
 /// Reads `mu` and `sigma` from a statistics file, or `None` when the file has no such arrays.
 pub fn read_statistics(path: &Path) -> Result<Option<Statistics>> {
     let names = array_names(path)?;
@@ -181,6 +233,36 @@ pub fn write_statistics(stats: &Statistics, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_image_batches_read_back() {
+        let dir = std::env::temp_dir().join(format!("maskdit-npz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("images.npz");
+        let pixel = |i: usize, j: usize| (i * 31 + j) as u8;
+        write_images(&path, 3, (4, 5), &mut |i| Ok((0..60).map(|j| pixel(i, j)).collect())).unwrap();
+        let images = NpzImages::open(&path).unwrap();
+        assert_eq!(images.len(), 3);
+        let mut seen = Vec::new();
+        images
+            .for_each_batch(2, &mut |batch| {
+                // (n, 3, H, W) back to HWC bytes.
+                let hwc = batch.permute((0, 2, 3, 1)).unwrap().flatten_all().unwrap().to_vec1::<u8>().unwrap();
+                seen.extend(hwc);
+                Ok(())
+            })
+            .unwrap();
+        let want: Vec<u8> = (0..3).flat_map(|i| (0..60).map(move |j| pixel(i, j))).collect();
+        assert_eq!(seen, want);
+        // numpy's own reader (through candle) agrees on the shape.
+        let arrays = Tensor::read_npz(&path).unwrap();
+        assert_eq!(arrays[0].1.dims(), [3, 4, 5, 3]);
+        // A wrong-sized image fails and leaves nothing behind.
+        let bad = dir.join("bad.npz");
+        assert!(write_images(&bad, 2, (4, 5), &mut |_| Ok(vec![0; 7])).is_err());
+        assert!(!bad.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn npy_headers_are_parsed() {
