@@ -55,9 +55,12 @@ enum Command {
     ///
     /// Example: maskdit bench --model DiT-XL/2 --batch 2 --latent-size 32 --iters 3 --json
     Bench(bench::BenchArgs),
-    /// Encode an image folder (one subfolder per class) into latent shards for training.
+    /// Encode an image folder (one subfolder per class) into latent shards for training, or
+    /// into pixel shards (--vae none).
     ///
-    /// Example: maskdit encode --images imagenet/train --out latents --vae sd-vae-ft-mse --resolution 256
+    /// Examples:
+    ///   maskdit encode --images imagenet/train --out latents --vae sd-vae-ft-mse --resolution 256
+    ///   maskdit encode --images my-digits --out digit-shards --vae none --resolution 28 --grey
     Encode(encode::EncodeArgs),
     /// Train a model from scratch (masked pretraining with the mnist/imagenet presets).
     ///

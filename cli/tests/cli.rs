@@ -667,3 +667,35 @@ fn training_logs_the_fid_of_ema_samples() {
     assert_eq!(measured[0]["eval_images"], 4);
     assert!(measured[0]["fid"].as_f64().unwrap().is_finite(), "{log}");
 }
+
+#[test]
+fn own_images_encode_in_pixel_space_and_fine_tune_the_embedded_model() {
+    let root = Scratch::new("own-digits");
+    for (class, digit) in [("ones", "1"), ("twos", "2")] {
+        let folder = root.join(class);
+        ok(&["generate", "--class", digit, "--seeds", "0-2", "--steps", "4", "--out", s(&folder)]);
+    }
+    let shards = Scratch::new("own-digits-shards");
+    ok(&["encode", "--images", s(&root), "--out", s(&shards), "--vae", "none", "--resolution", "28", "--grey"]);
+    let classes: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(shards.join("classes.json")).unwrap()).unwrap();
+    assert_eq!(classes, ["ones", "twos"]);
+    let shard = maskdit_tests::load(&shards.join("shard-00000.safetensors"));
+    assert_eq!((shard["images"].dims(), shard["images"].dtype()), (&[6, 1, 28, 28][..], candle_core::DType::U8));
+    assert_eq!(shard["labels"].to_vec1::<i64>().unwrap(), [0, 0, 0, 1, 1, 1]);
+    // The pixels are the PNG's.
+    let first = image::open(root.join("ones/000000.png")).unwrap().to_luma8().into_raw();
+    assert_eq!(shard["images"].get(0).unwrap().flatten_all().unwrap().to_vec1::<u8>().unwrap(), first);
+
+    let embedded = workspace().join("cli/assets/mnist.safetensors");
+    let run = Scratch::new("own-digits-run");
+    ok(&["finetune", "--preset", "mnist-finetune", "--from", s(&embedded), "--data", s(&shards), "--out", s(&run)]
+        .iter()
+        .chain(&["--steps", "2", "--batch", "2", "--checkpoint-every", "2"])
+        .copied()
+        .collect::<Vec<_>>());
+    assert_eq!(std::fs::read_to_string(run.join("log.jsonl")).unwrap().lines().count(), 2);
+
+    let err = fails(&["encode", "--images", s(&root), "--out", s(&shards), "--grey"]);
+    assert!(err.contains("--vae none"), "{err}");
+}
