@@ -96,6 +96,18 @@ impl NpzImages {
         let header = read_npy_header(&mut entry).map_err(|reason| npz_error(path, format!("arr_0 {reason}")))?;
         match header.shape[..] {
             [n, h, w, 3] if !header.fortran_order && (header.descr == "|u1" || header.descr == "<u1") => {
+                // The header's shape must fit the stored bytes: a damaged header must not make
+                // a batch buffer of absurd size.
+                let data = n.checked_mul(h).and_then(|v| v.checked_mul(w)).and_then(|v| v.checked_mul(3));
+                if data.is_none_or(|bytes| bytes as u64 > entry.size()) || h == 0 || w == 0 {
+                    return Err(npz_error(
+                        path,
+                        format!(
+                            "arr_0's header says {n}×{h}×{w}×3 but it holds {} bytes (damaged file?)",
+                            entry.size()
+                        ),
+                    ));
+                }
                 Ok(Self { path: path.to_path_buf(), shape: (n, h, w) })
             }
             _ => Err(npz_error(
@@ -261,6 +273,25 @@ mod tests {
         let bad = dir.join("bad.npz");
         assert!(write_images(&bad, 2, (4, 5), &mut |_| Ok(vec![0; 7])).is_err());
         assert!(!bad.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_header_promising_more_than_the_file_holds_is_refused() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("maskdit-npz-lie-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lie.npz");
+        let mut zip = zip::ZipWriter::new(File::create(&path).unwrap());
+        zip.start_file("arr_0.npy", zip::write::SimpleFileOptions::default()).unwrap();
+        let header = "{'descr': '|u1', 'fortran_order': False, 'shape': (4000000000, 4096, 4096, 3), }\n";
+        zip.write_all(b"\x93NUMPY\x01\x00").unwrap();
+        zip.write_all(&(header.len() as u16).to_le_bytes()).unwrap();
+        zip.write_all(header.as_bytes()).unwrap();
+        zip.write_all(&[0u8; 48]).unwrap();
+        zip.finish().unwrap();
+        let error = NpzImages::open(&path).unwrap_err().to_string();
+        assert!(error.contains("damaged"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
