@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use maskdit::flops::{forward_flops, train_step_flops};
@@ -300,17 +300,7 @@ impl Workload {
 /// network and the feature copy-out.
 fn inception(args: &BenchArgs) -> Result<Row> {
     const SIDE: usize = 256;
-    let path = match &args.inception {
-        Some(path) => path.clone(),
-        None => {
-            let registry = crate::registry::Registry::load()?;
-            let name = crate::registry::INCEPTION_FID;
-            let entry = registry.evaluators.get(name).with_context(|| format!("the registry lists no `{name}`"))?;
-            crate::fetch::cached_evaluator(name, entry).with_context(|| {
-                format!("--only inception needs the weights: run `maskdit download {name}` or pass --inception FILE")
-            })?
-        }
-    };
+    let path = crate::fetch::inception_weights(args.inception.as_deref())?;
     let device = args.device.open()?;
     let network = maskdit_eval::FidInception::load(&path, &device)?;
     let pixels = Tensor::rand(0f32, 255.0, (args.batch, 3, SIDE, SIDE), &device)?.to_dtype(DType::U8)?;

@@ -160,6 +160,23 @@ pub fn cached_evaluator(name: &str, entry: &EvaluatorEntry) -> Option<PathBuf> {
     evaluator_source(name, entry).cached()
 }
 
+/// The FID Inception weights: `given`, else the registry's inception-fid from the cache.
+pub fn inception_weights(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_path_buf());
+    }
+    let registry = crate::registry::Registry::load()?;
+    let name = crate::registry::INCEPTION_FID;
+    let entry = registry.evaluators.get(name).with_context(|| format!("the registry lists no `{name}`"))?;
+    cached_evaluator(name, entry).with_context(|| {
+        format!(
+            "this needs the FID Inception weights: run `maskdit download {name}` (or download {} yourself) \
+             and pass it with --inception FILE",
+            entry.url
+        )
+    })
+}
+
 /// Fetches an evaluator entry (a no-op when a verified copy is cached).
 pub fn fetch_evaluator(name: &str, entry: &EvaluatorEntry) -> Result<PathBuf> {
     evaluator_source(name, entry).fetch()

@@ -8,9 +8,8 @@ use clap::Args;
 use maskdit_eval::{FidInception, ImageSet, Statistics};
 
 use crate::device::DeviceChoice;
-use crate::fetch::cached_evaluator;
+use crate::fetch::inception_weights;
 use crate::progress;
-use crate::registry::{Registry, INCEPTION_FID};
 
 /// Splits of the Inception Score (the original code's).
 const SCORE_SPLITS: usize = 10;
@@ -81,10 +80,7 @@ struct LazyNetwork<'a> {
 impl LazyNetwork<'_> {
     fn get(&mut self) -> Result<&FidInception> {
         if self.network.is_none() {
-            let path = match &self.args.inception {
-                Some(path) => path.clone(),
-                None => cached_inception()?,
-            };
+            let path = inception_weights(self.args.inception.as_deref())?;
             let device = self.args.device.open()?;
             let network = FidInception::load(&path, &device)
                 .with_context(|| format!("cannot load the FID Inception weights from {}", path.display()))?;
@@ -92,20 +88,6 @@ impl LazyNetwork<'_> {
         }
         self.network.as_ref().context("network loaded above")
     }
-}
-
-/// The registry's FID Inception weights from the cache.
-fn cached_inception() -> Result<PathBuf> {
-    let registry = Registry::load()?;
-    let entry =
-        registry.evaluators.get(INCEPTION_FID).with_context(|| format!("the registry lists no `{INCEPTION_FID}`"))?;
-    cached_evaluator(INCEPTION_FID, entry).with_context(|| {
-        format!(
-            "images need the FID Inception weights: run `maskdit download {INCEPTION_FID}` (or download {} \
-             yourself) and pass it with --inception FILE",
-            entry.url
-        )
-    })
 }
 
 fn split_set(spec: &str) -> Vec<PathBuf> {

@@ -170,7 +170,8 @@ fn file_config(path: &Path, args: &GenerateArgs) -> Result<ModelConfig> {
     }
 }
 
-fn load_vae(registry: &Registry, name: &str, device: &Device, dtype: DType) -> Result<Autoencoder> {
+/// A VAE by registry name (fetched when not cached) or weights file.
+pub(crate) fn load_vae(registry: &Registry, name: &str, device: &Device, dtype: DType) -> Result<Autoencoder> {
     let path = if Path::new(name).exists() { PathBuf::from(name) } else { fetch_vae(name, registry.vae(name)?)? };
     Autoencoder::load(&path, None, dtype, device).with_context(|| format!("cannot load the VAE {}", path.display()))
 }

@@ -3,7 +3,7 @@
 //! `--enable_eval` does.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -14,8 +14,9 @@ use maskdit_eval::{FidInception, SetFeatures, Statistics};
 use maskdit_sampler::{EdmOptions, Guided, SeededNoise};
 use maskdit_vae::Autoencoder;
 
-use crate::fetch::{cached_evaluator, fetch_vae};
-use crate::registry::{Registry, INCEPTION_FID};
+use crate::fetch::inception_weights;
+use crate::generate::load_vae;
+use crate::registry::Registry;
 
 /// The VAE latent models are decoded with unless `--eval-vae` names another.
 const DEFAULT_VAE: &str = "sd-vae-ft-mse";
@@ -75,24 +76,6 @@ pub struct Measurement {
     pub seconds: f64,
 }
 
-fn load_vae(name: &str, device: &Device) -> Result<Autoencoder> {
-    let path =
-        if Path::new(name).exists() { PathBuf::from(name) } else { fetch_vae(name, Registry::load()?.vae(name)?)? };
-    Autoencoder::load(&path, None, DType::F32, device)
-        .with_context(|| format!("cannot load the VAE {}", path.display()))
-}
-
-fn inception_path(given: Option<&PathBuf>) -> Result<PathBuf> {
-    if let Some(path) = given {
-        return Ok(path.clone());
-    }
-    let registry = Registry::load()?;
-    let entry =
-        registry.evaluators.get(INCEPTION_FID).with_context(|| format!("the registry lists no `{INCEPTION_FID}`"))?;
-    cached_evaluator(INCEPTION_FID, entry)
-        .with_context(|| format!("--eval-every needs the FID Inception weights: run `maskdit download {INCEPTION_FID}` or pass --inception FILE"))
-}
-
 impl Evaluator {
     /// The evaluator `args` ask for (none without `--eval-every`), for models of `config`.
     pub fn new(args: &EvalArgs, config: &ModelConfig, device: &Device) -> Result<Option<Self>> {
@@ -116,11 +99,16 @@ impl Evaluator {
                 maskdit_eval::FEATURE_DIMS
             );
         }
-        let weights = inception_path(args.inception.as_ref())?;
+        let weights = inception_weights(args.inception.as_deref())?;
         let network = FidInception::load(&weights, device)
             .with_context(|| format!("cannot load the FID Inception weights from {}", weights.display()))?;
         let pixels = matches!(config.in_channels, 1 | 3) && args.eval_vae.is_none();
-        let vae = if pixels { None } else { Some(load_vae(args.eval_vae.as_deref().unwrap_or(DEFAULT_VAE), device)?) };
+        let vae = if pixels {
+            None
+        } else {
+            let name = args.eval_vae.as_deref().unwrap_or(DEFAULT_VAE);
+            Some(load_vae(&Registry::load()?, name, device, DType::F32)?)
+        };
         Ok(Some(Self {
             every,
             num: args.eval_num,
