@@ -84,3 +84,86 @@ impl DTypeChoice {
         }
     }
 }
+
+/// The devices of a training run's ranks: `cpu`, `cuda` (local rank r on GPU r), `cuda:N`, or
+/// a list such as `cuda:0,2` (local rank r on the r-th GPU listed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RankDevices {
+    /// Every rank on the CPU.
+    Cpu,
+    /// Local rank r on CUDA device r.
+    CudaByRank,
+    /// Local rank r on the r-th listed CUDA device.
+    Cuda(Vec<usize>),
+}
+
+impl std::str::FromStr for RankDevices {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let unknown = || format!("unknown device `{text}`; use cpu, cuda, cuda:N or cuda:N,M,…");
+        match text {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::CudaByRank),
+            other => {
+                let list = other.strip_prefix("cuda:").ok_or_else(unknown)?;
+                let ids = list.split(',').map(|i| i.trim().parse()).collect::<std::result::Result<Vec<usize>, _>>();
+                let ids = ids.map_err(|_| unknown())?;
+                let mut sorted = ids.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() != ids.len() {
+                    return Err(format!("`{text}` names a GPU twice; each rank needs a GPU of its own"));
+                }
+                Ok(Self::Cuda(ids))
+            }
+        }
+    }
+}
+
+impl RankDevices {
+    /// Whether the ranks compute on the CPU.
+    pub fn is_cpu(&self) -> bool {
+        *self == Self::Cpu
+    }
+
+    /// Number of GPUs listed (`None` unless a list was given).
+    pub fn listed(&self) -> Option<usize> {
+        match self {
+            Self::Cuda(ids) => Some(ids.len()),
+            _ => None,
+        }
+    }
+
+    /// The device of local rank `local_rank`.
+    pub fn for_local_rank(&self, local_rank: usize) -> Result<DeviceChoice> {
+        match self {
+            Self::Cpu => Ok(DeviceChoice::Cpu),
+            Self::CudaByRank => Ok(DeviceChoice::Cuda(local_rank)),
+            Self::Cuda(ids) => match ids.get(local_rank) {
+                Some(&id) => Ok(DeviceChoice::Cuda(id)),
+                None => bail!(
+                    "local rank {local_rank} has no GPU: --device lists {} (one per rank on this machine is needed)",
+                    ids.len()
+                ),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_devices_follow_the_local_rank() {
+        let cuda: RankDevices = "cuda".parse().unwrap();
+        assert_eq!(cuda.for_local_rank(3).unwrap(), DeviceChoice::Cuda(3));
+        let listed: RankDevices = "cuda:0,2".parse().unwrap();
+        assert_eq!(listed.for_local_rank(1).unwrap(), DeviceChoice::Cuda(2));
+        assert!(listed.for_local_rank(2).is_err());
+        assert_eq!("cpu".parse::<RankDevices>().unwrap().for_local_rank(5).unwrap(), DeviceChoice::Cpu);
+        assert!("cuda:1,1".parse::<RankDevices>().is_err());
+        assert!("gpu".parse::<RankDevices>().is_err());
+    }
+}

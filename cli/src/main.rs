@@ -12,6 +12,7 @@ mod fid;
 mod generate;
 mod hub;
 mod labels;
+mod launch;
 mod list;
 mod progress;
 mod registry;
@@ -98,6 +99,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<launch::RanksExited>() => {
+            ExitCode::from(err.downcast_ref::<launch::RanksExited>().map_or(1, |e| e.0))
+        }
         Err(err) if err.is::<train::Interrupted>() => {
             eprintln!("{err}");
             ExitCode::from(130)

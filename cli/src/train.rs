@@ -8,11 +8,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Args;
+use indicatif::ProgressBar;
 use maskdit::{checkpoint, ModelConfig, WeightSet};
 use maskdit_train::data::{Dataset, LmdbDataset, ShardDataset};
 use maskdit_train::{preset, Precision, Start, TrainOptions, TrainPreset, TrainableModel, Trainer, PRESET_NAMES};
 
-use crate::device::DeviceChoice;
+use crate::device::RankDevices;
+use crate::launch::{self, LaunchArgs};
 use crate::progress;
 use crate::train_eval::{EvalArgs, Evaluator};
 
@@ -55,10 +57,11 @@ pub struct TrainArgs {
     /// Total steps of the run (default: the preset's).
     #[arg(long)]
     steps: Option<u64>,
-    /// Examples per step (default: the preset's).
+    /// Examples per step, over all ranks (default: the preset's, the paper's global batch).
     #[arg(long)]
     batch: Option<usize>,
-    /// Micro-batches per step (gradient accumulation).
+    /// Micro-batches per step and rank (gradient accumulation; default: as many as keep each
+    /// micro-batch within the preset's per-GPU batch).
     #[arg(long)]
     grad_accum: Option<usize>,
     /// Learning rate (default: the preset's).
@@ -76,9 +79,9 @@ pub struct TrainArgs {
     /// Also write the final EMA weights, with their architecture, to this file.
     #[arg(long)]
     export: Option<PathBuf>,
-    /// cpu, cuda or cuda:N.
+    /// cpu, cuda (rank r on GPU r), cuda:N, or one GPU per rank: cuda:0,2.
     #[arg(long, default_value = "cpu")]
-    device: DeviceChoice,
+    device: RankDevices,
     /// Arithmetic of the passes: f32, or bf16 (mixed precision: bf16 forward and backward on
     /// f32 master weights; meant for CUDA, slow on the CPU).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
@@ -86,6 +89,9 @@ pub struct TrainArgs {
     /// FID while training.
     #[command(flatten)]
     eval: EvalArgs,
+    /// Data-parallel ranks.
+    #[command(flatten)]
+    launch: LaunchArgs,
 }
 
 /// Options of `finetune`: the starting checkpoint, then those of `train`.
@@ -191,12 +197,20 @@ fn forget_log_after(path: &Path, step: u64) -> Result<()> {
     .with_context(|| format!("cannot rewrite {}", path.display()))
 }
 
-/// The run settings: the recipe's, with the command line's changes.
-fn run_options(args: &TrainArgs, recipe: &TrainPreset, config: &ModelConfig) -> TrainOptions {
+/// Micro-batches per step on each of `world` ranks: the fewest that keep a micro-batch within
+/// `per_gpu` examples and split the rank's share evenly.
+fn default_grad_accum(batch: usize, world: usize, per_gpu: usize) -> usize {
+    let share = (batch / world.max(1)).max(1);
+    (share.div_ceil(per_gpu.max(1))..=share).find(|&n| share.is_multiple_of(n)).unwrap_or(1)
+}
+
+/// The run settings: the recipe's, with the command line's changes, for `world` ranks.
+fn run_options(args: &TrainArgs, recipe: &TrainPreset, config: &ModelConfig, world: usize) -> TrainOptions {
     let mut options = recipe.options.clone();
     options.max_steps = args.steps.unwrap_or(options.max_steps);
     options.batch_size = args.batch.unwrap_or(options.batch_size);
-    options.grad_accum = args.grad_accum.unwrap_or(options.grad_accum);
+    options.grad_accum =
+        args.grad_accum.unwrap_or_else(|| default_grad_accum(options.batch_size, world, recipe.per_gpu_batch));
     options.lr = args.lr.unwrap_or(options.lr);
     options.seed = args.seed.unwrap_or(options.seed);
     options.xflip |= args.xflip;
@@ -220,19 +234,25 @@ fn start_trainer(
     from: Option<(PathBuf, bool)>,
     recipe: &TrainPreset,
     device: &candle_core::Device,
+    world: usize,
+    main: bool,
 ) -> Result<Trainer> {
     let config = run_config(args, recipe)?;
-    let options = run_options(args, recipe, &config);
+    let options = run_options(args, recipe, &config, world);
     let data = open_data(&args.data, config.in_channels, config.input_size, args.xflip)?;
     let ckpt_dir = args.out.join("checkpoints");
     std::fs::create_dir_all(&ckpt_dir).with_context(|| format!("cannot create {}", ckpt_dir.display()))?;
     match (args.resume, latest_checkpoint(&ckpt_dir)?) {
         (true, Some(latest)) => {
-            eprintln!("resuming from {}", latest.display());
+            if main {
+                eprintln!("resuming from {}", latest.display());
+            }
             let mut trainer =
                 Trainer::resume(&latest, data, device).map_err(|e| unreadable_latest(&ckpt_dir, &latest, e))?;
             check_same_run(&trainer, &config, &options)?;
-            forget_log_after(&args.out.join("log.jsonl"), trainer.step_count())?;
+            if main {
+                forget_log_after(&args.out.join("log.jsonl"), trainer.step_count())?;
+            }
             if let Some(steps) = args.steps {
                 trainer.set_max_steps(steps)?;
             }
@@ -247,7 +267,7 @@ fn start_trainer(
         (false, None) => {
             let start = match &from {
                 None => Start::Fresh,
-                Some((path, allow_partial)) => load_start(path, &config, *allow_partial)?,
+                Some((path, allow_partial)) => load_start(path, &config, *allow_partial, main)?,
             };
             Ok(Trainer::new(config, options, data, start, device)?)
         }
@@ -272,9 +292,10 @@ fn unreadable_latest(dir: &Path, latest: &Path, err: maskdit_train::Error) -> an
     }
 }
 
-/// Refuses to resume with settings other than the run's (all but the number of steps).
+/// Refuses to resume with settings other than the run's (all but the number of steps and the
+/// micro-batching, which changes only round-off).
 fn check_same_run(trainer: &Trainer, config: &ModelConfig, options: &TrainOptions) -> Result<()> {
-    let saved = serde_json::to_value(trainer.options())?;
+    let saved = serde_json::to_value(TrainOptions { grad_accum: options.grad_accum, ..trainer.options().clone() })?;
     let asked = serde_json::to_value(TrainOptions { max_steps: trainer.options().max_steps, ..options.clone() })?;
     let mut differences: Vec<String> = match (saved.as_object(), asked.as_object()) {
         (Some(saved), Some(asked)) => asked
@@ -310,12 +331,44 @@ pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
         }
     }
     let recipe = preset(&args.preset).with_context(|| format!("presets: {}", PRESET_NAMES.join(", ")))?;
-    let device = args.device.open()?;
-    let trainer = start_trainer(&args, from, &recipe, &device)?;
-    let evaluator = Evaluator::new(&args.eval, trainer.config(), &device)?;
+    let world = maskdit_parallel::World::from_env()?.filter(|w| w.size > 1);
+    if args.launch.launches(world.as_ref()) {
+        let after = format!(
+            "Checkpoints are written whole: the last one in {} is intact; fix the cause and rerun with --resume",
+            args.out.join("checkpoints").display()
+        );
+        return launch::supervise(&args.launch, &args.device, &after);
+    }
+    match &world {
+        None => run_rank(&args, from, &recipe, None),
+        Some(w) => run_rank(&args, from, &recipe, Some(w)).map_err(|e| {
+            if e.is::<Interrupted>() || e.is::<launch::RanksExited>() {
+                e
+            } else {
+                e.context(format!("rank {} of {}", w.rank, w.size))
+            }
+        }),
+    }
+}
+
+/// Trains as the only process, or as one rank of `world`.
+fn run_rank(
+    args: &TrainArgs,
+    from: Option<(PathBuf, bool)>,
+    recipe: &TrainPreset,
+    world: Option<&maskdit_parallel::World>,
+) -> Result<()> {
+    let main = world.is_none_or(|w| w.is_main());
+    let device = args.device.for_local_rank(world.map_or(0, |w| w.local_rank))?.open()?;
+    let mut trainer = start_trainer(args, from, recipe, &device, world.map_or(1, |w| w.size), main)?;
+    if let Some(world) = world {
+        trainer.join(launch::connect(world, &device, &args.launch)?)?;
+    }
+    let evaluator = if main { Evaluator::new(&args.eval, trainer.config(), &device)? } else { None };
     let every = args.checkpoint_every.unwrap_or(recipe.checkpoint_every).max(1);
-    let trainer = train_loop(trainer, &args.out, every, evaluator.as_ref(), &device)?;
-    if let Some(path) = &args.export {
+    let mut trainer = train_loop(trainer, &args.out, every, evaluator.as_ref(), &device)?;
+    trainer.finish()?;
+    if let Some(path) = args.export.as_ref().filter(|_| main) {
         checkpoint::save_model(&trainer.ema_weights(), trainer.config(), path)?;
         eprintln!("wrote the EMA weights to {}", path.display());
     }
@@ -323,8 +376,8 @@ pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
 }
 
 /// Trains to the end of the run, logging every step to `out/log.jsonl`, checkpointing every
-/// `every` steps and measuring FID when `evaluator` is due; on Ctrl-C saves a checkpoint and
-/// fails with [`Interrupted`].
+/// `every` steps and measuring FID when `evaluator` is due; on Ctrl-C (on any rank) saves a
+/// checkpoint and fails with [`Interrupted`]. Only rank 0 writes and shows progress.
 fn train_loop(
     mut trainer: Trainer,
     out: &Path,
@@ -339,26 +392,35 @@ fn train_loop(
     }
     let ckpt_dir = out.join("checkpoints");
     let log = out.join("log.jsonl");
-    let bar = progress::bar(trainer.options().max_steps, "training");
+    let main = trainer.rank() == 0;
+    let bar = if main { progress::bar(trainer.options().max_steps, "training") } else { ProgressBar::hidden() };
     bar.set_position(trainer.step_count());
     let started = std::time::Instant::now();
     let first_step = trainer.step_count();
     let save = |trainer: &Trainer| -> Result<PathBuf> {
         let path = ckpt_dir.join(format!("{:07}.safetensors", trainer.step_count()));
-        trainer.save(&path)?;
+        if main {
+            trainer.save(&path)?;
+        }
         Ok(path)
     };
     while !trainer.finished() {
-        if stop.load(Ordering::SeqCst) {
+        if trainer.any_rank(stop.load(Ordering::SeqCst))? {
             let path = save(&trainer)?;
             bar.abandon_with_message("interrupted");
+            if !main {
+                // Rank 0 says what was saved.
+                return Err(launch::RanksExited(130).into());
+            }
             return Err(Interrupted { saved: path }.into());
         }
         let report = trainer.train_step()?;
         let rate = (report.step - first_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        let line = serde_json::json!({"step": report.step, "loss": report.loss, "lr": report.lr,
-            "mask_ratio": report.mask_ratio, "steps_per_s": rate});
-        maskdit_io::append_line(&log, &line.to_string()).context("cannot write the training log")?;
+        if main {
+            let line = serde_json::json!({"step": report.step, "loss": report.loss, "lr": report.lr,
+                "mask_ratio": report.mask_ratio, "steps_per_s": rate});
+            maskdit_io::append_line(&log, &line.to_string()).context("cannot write the training log")?;
+        }
         bar.set_message(format!("loss {:.4}", report.loss));
         bar.set_position(report.step);
         if report.step % every == 0 || trainer.finished() {
@@ -405,7 +467,7 @@ fn short_list(names: &[String]) -> String {
 /// Loads starting weights for a fine-tune: model and EMA from an official `.pt` or a toolkit
 /// checkpoint, matched by name. Parameters that do not fit are refused unless their difference
 /// is an expected one ([`expected_difference`]) or `allow_partial`; those taken fresh are named.
-fn load_start(path: &Path, config: &ModelConfig, allow_partial: bool) -> Result<Start> {
+fn load_start(path: &Path, config: &ModelConfig, allow_partial: bool, main: bool) -> Result<Start> {
     let expected: HashMap<String, Vec<usize>> = maskdit::MaskDit::parameter_shapes(config)?.into_iter().collect();
     let pick = |set: WeightSet| -> Result<HashMap<String, Tensor>> {
         let tensors = checkpoint::read_tensors(path, set)?;
@@ -447,7 +509,7 @@ fn load_start(path: &Path, config: &ModelConfig, allow_partial: bool) -> Result<
                 short_list(&bad_absent)
             );
         }
-        if !unfit.is_empty() {
+        if !unfit.is_empty() && main {
             eprintln!(
                 "{}: skipped {} tensors that do not fit the model: {}",
                 set.key(),
@@ -461,7 +523,9 @@ fn load_start(path: &Path, config: &ModelConfig, allow_partial: bool) -> Result<
     let ema = match pick(WeightSet::Ema) {
         Ok(ema) => Some(ema),
         Err(e) => {
-            eprintln!("no EMA weights ({e:#}); the EMA starts from the model weights");
+            if main {
+                eprintln!("no EMA weights ({e:#}); the EMA starts from the model weights");
+            }
             None
         }
     };
@@ -484,10 +548,12 @@ fn load_start(path: &Path, config: &ModelConfig, allow_partial: bool) -> Result<
         }
         e
     });
-    if !reset.is_empty() {
+    if !reset.is_empty() && main {
         reset.sort();
         eprintln!("initialised {} parameters missing from the checkpoint: {}", reset.len(), short_list(&reset));
     }
-    eprintln!("optimiser state starts fresh (AdamW moments are not taken from {})", path.display());
+    if main {
+        eprintln!("optimiser state starts fresh (AdamW moments are not taken from {})", path.display());
+    }
     Ok(Start::From { model, ema })
 }

@@ -33,17 +33,23 @@ impl Mask {
         }
         let mut restore = Vec::with_capacity(batch * length);
         for _ in 0..batch {
-            let noise: Vec<f32> = (0..length).map(|_| rng.random::<f32>()).collect();
-            let mut shuffle: Vec<u32> = (0..length as u32).collect();
-            shuffle.sort_by(|&a, &b| noise[a as usize].total_cmp(&noise[b as usize]));
-            let mut row = vec![0u32; length];
-            for (rank, &token) in shuffle.iter().enumerate() {
-                row[token as usize] = rank as u32;
-            }
-            restore.extend(row);
+            restore.extend(Self::random_order(length, rng));
         }
         let ids_restore = Tensor::from_vec(restore, (batch, length), device)?;
         Self::from_restore(&ids_restore, kept_tokens(length, ratio))
+    }
+
+    /// One row of `ids_restore` for [`Mask::from_restore`]: the tokens ranked by uniform noise
+    /// drawn from `rng` (the official `argsort(rand)`), token `j`'s rank at `j`.
+    pub fn random_order<R: Rng + ?Sized>(length: usize, rng: &mut R) -> Vec<u32> {
+        let noise: Vec<f32> = (0..length).map(|_| rng.random::<f32>()).collect();
+        let mut shuffle: Vec<u32> = (0..length as u32).collect();
+        shuffle.sort_by(|&a, &b| noise[a as usize].total_cmp(&noise[b as usize]));
+        let mut row = vec![0u32; length];
+        for (rank, &token) in shuffle.iter().enumerate() {
+            row[token as usize] = rank as u32;
+        }
+        row
     }
 
     /// Builds the mask from `ids_restore` `(N, L)`: token `j` sits at rank `ids_restore[j]` of the

@@ -17,6 +17,10 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
+    /// Another rank of a data-parallel run failed, vanished or did not answer.
+    #[error(transparent)]
+    Parallel(#[from] maskdit_parallel::Error),
+
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

@@ -50,4 +50,4 @@ pub use optimizer::{AdamW, AdamWConfig};
 pub use presets::{mnist_config, preset, TrainPreset, PRESET_NAMES};
 pub use schedule::{ramped_lr, MaskCurve, MaskSchedule};
 pub use trainable::TrainableModel;
-pub use trainer::{Precision, RunState, Start, StepReport, TrainOptions, Trainer};
+pub use trainer::{example_rng, Precision, RunState, Start, StepReport, TrainOptions, Trainer};

@@ -13,14 +13,18 @@ pub struct TrainPreset {
     pub options: TrainOptions,
     /// Steps between checkpoints.
     pub checkpoint_every: u64,
+    /// Examples per GPU and micro-batch the recipe was run with (the official per-GPU batch);
+    /// gradient accumulation keeps each rank's micro-batches within it.
+    pub per_gpu_batch: usize,
     /// What the recipe is.
     pub description: &'static str,
 }
 
 /// Names accepted by [`preset`].
-pub const PRESET_NAMES: [&str; 6] = [
+pub const PRESET_NAMES: [&str; 7] = [
     "imagenet256-pretrain",
     "imagenet256-finetune",
+    "imagenet256-finetune-cos",
     "imagenet512-pretrain",
     "imagenet512-finetune",
     "mnist-pretrain",
@@ -84,36 +88,52 @@ pub fn preset(name: &str) -> Result<TrainPreset> {
             config: xl(32)?,
             options: options(1024, 1e-4, 0.5, 0.1, 2_000_000),
             checkpoint_every: 50_000,
-            description: "MaskDiT-XL/2 masked pretraining on ImageNet-256 latents (mask 0.5, MAE 0.1, lr 1e-4, global batch 1024, 2M steps)",
+            per_gpu_batch: 128,
+            description: "MaskDiT-XL/2 masked pretraining on ImageNet-256 latents (mask 0.5, MAE 0.1, lr 1e-4, 2M steps; 128 per GPU × 8 GPUs = global batch 1024)",
         },
         "imagenet256-finetune" => TrainPreset {
             config: xl(32)?,
-            options: options(64, 5e-5, 0.0, 0.1, 100_000),
+            options: options(512, 5e-5, 0.0, 0.1, 100_000),
             checkpoint_every: 12_500,
-            description: "unmasking tune from the 2M-step checkpoint (mask 0, lr 5e-5, 64 per GPU, checkpoint every 12.5k; best at 37.5k without and 75k with guidance)",
+            per_gpu_batch: 64,
+            description: "unmasking tune from the 2M-step checkpoint (mask 0, lr 5e-5, checkpoint every 12.5k; 64 per GPU × 8 GPUs = global batch 512; best at 75k steps with guidance)",
+        },
+        "imagenet256-finetune-cos" => TrainPreset {
+            config: xl(32)?,
+            options: TrainOptions {
+                mask_schedule: "cosine4".into(),
+                ..options(512, 5e-5, 0.5, 0.1, 100_000)
+            },
+            checkpoint_every: 12_500,
+            per_gpu_batch: 64,
+            description: "cosine unmasking tune from the 2M-step checkpoint (mask 0.5·cos(π/2·t)^4 from 0.5 to 0 over 100k steps, lr 5e-5, checkpoint every 12.5k; 64 per GPU × 8 GPUs = global batch 512; best at 37.5k steps without guidance)",
         },
         "imagenet512-pretrain" => TrainPreset {
             config: xl(64)?,
             options: options(1024, 1e-4, 0.5, 0.1, 1_000_000),
             checkpoint_every: 50_000,
-            description: "MaskDiT-XL/2 masked pretraining on ImageNet-512 latents (mask 0.5, MAE 0.1)",
+            per_gpu_batch: 32,
+            description: "MaskDiT-XL/2 masked pretraining on ImageNet-512 latents (mask 0.5, MAE 0.1, global batch 1024)",
         },
         "imagenet512-finetune" => TrainPreset {
             config: xl(64)?,
-            options: options(64, 5e-5, 0.0, 0.1, 50_000),
+            options: options(512, 5e-5, 0.0, 0.1, 50_000),
             checkpoint_every: 12_500,
-            description: "unmasking tune at 512 px (mask 0, lr 5e-5, 50k steps)",
+            per_gpu_batch: 16,
+            description: "unmasking tune at 512 px (mask 0, lr 5e-5, 50k steps; 16 per GPU × 32 GPUs on 4 nodes = global batch 512)",
         },
         "mnist-pretrain" => TrainPreset {
             config: mnist_config(),
             options: TrainOptions { ema_decay: 0.998, lr_rampup_kimg: 5.0, p_mean: MNIST_P_MEAN, ..options(128, 1e-3, 0.5, 0.1, 3000) },
             checkpoint_every: 500,
+            per_gpu_batch: 128,
             description: "the embedded MNIST model, masked pretraining (mask 0.5, MAE 0.1, lr 1e-3, batch 128, 3000 steps, P_mean -0.6)",
         },
         "mnist-finetune" => TrainPreset {
             config: mnist_config(),
             options: TrainOptions { ema_decay: 0.995, p_mean: MNIST_P_MEAN, ..options(128, 5e-4, 0.0, 0.1, 1500) },
             checkpoint_every: 250,
+            per_gpu_batch: 128,
             description: "the embedded MNIST model, unmasked fine-tune (mask 0, lr 5e-4, 1500 steps, P_mean -0.6)",
         },
         other => {

@@ -11,6 +11,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use maskdit::{Mask, ModelConfig};
+use maskdit_parallel::Collective;
 
 use crate::data::Dataset;
 use crate::{
@@ -20,9 +21,10 @@ use crate::{
 /// Settings of a training run (serialised into its checkpoints).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainOptions {
-    /// Examples per optimiser step (all micro-batches together).
+    /// Examples per optimiser step: all ranks and micro-batches together.
     pub batch_size: usize,
-    /// Micro-batches per step (gradient accumulation); `batch_size` must divide evenly.
+    /// Micro-batches per step and rank (gradient accumulation); each rank's share of
+    /// `batch_size` must divide evenly. It changes only round-off, not the run.
     pub grad_accum: usize,
     /// Peak learning rate.
     pub lr: f64,
@@ -132,19 +134,41 @@ pub struct StepReport {
     pub mask_ratio: f64,
 }
 
-/// Where the run stands: everything besides weights needed to continue it exactly.
+/// Where the run stands: everything besides weights and settings needed to continue it
+/// exactly. All randomness is a function of the seed and each example's place in the run
+/// (step × batch + position), so the step alone says where to go on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
     /// Optimiser steps done.
     pub step: u64,
-    /// Passes over the data begun.
-    pub epoch: u64,
-    /// Position within the current pass.
-    pub cursor: usize,
-    /// Seed of the training random stream.
-    pub rng_seed: String,
-    /// Word position of the training random stream.
-    pub rng_word_pos: String,
+    /// Ranks the run was saved from (informative: a run resumes exactly on any number).
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Key of the per-example random streams, apart from the weight initialisation's.
+const EXAMPLE_STREAM_KEY: u64 = 0x6D61_736B_6469_7431;
+
+/// The random stream of the example at `position` of the run (`step × batch + index`): it
+/// picks the latent's noise, the flip, the label dropout, σ, the noise and the mask, so that
+/// any number of ranks and micro-batches draws exactly what one rank with the whole batch does.
+pub fn example_rng(seed: u64, position: u64) -> ChaCha12Rng {
+    let mut rng = ChaCha12Rng::seed_from_u64(seed ^ EXAMPLE_STREAM_KEY);
+    rng.set_stream(position);
+    rng
+}
+
+/// One micro-batch with its randomness, ready for the loss.
+struct MicroBatch {
+    images: Tensor,
+    labels: Option<Tensor>,
+    rnd_normal: Tensor,
+    noise: Tensor,
+    mask: Option<Mask>,
 }
 
 /// A training run.
@@ -157,11 +181,11 @@ pub struct Trainer {
     loss: EdmLoss,
     schedule: MaskSchedule,
     dataset: Box<dyn Dataset>,
+    /// The visiting order of pass `order_epoch`.
     order: Vec<usize>,
-    rng: ChaCha12Rng,
+    order_epoch: u64,
+    group: Option<Box<dyn Collective>>,
     step: u64,
-    epoch: u64,
-    cursor: usize,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -170,6 +194,7 @@ impl std::fmt::Debug for Trainer {
             .field("config", &self.config)
             .field("options", &self.options)
             .field("step", &self.step)
+            .field("world_size", &self.world_size())
             .finish_non_exhaustive()
     }
 }
@@ -241,13 +266,64 @@ impl Trainer {
             schedule,
             dataset,
             order: Vec::new(),
-            rng,
+            order_epoch: 0,
+            group: None,
             step: 0,
-            epoch: 0,
-            cursor: 0,
         };
         trainer.order = trainer.epoch_order(0);
         Ok(trainer)
+    }
+
+    /// Makes this trainer one rank of `group`: every rank takes `batch_size / world_size`
+    /// examples of each step, gradients are summed over ranks before AdamW, and the weights and
+    /// EMA start as rank 0's. Every rank must call this, with the same settings and data.
+    pub fn join(&mut self, mut group: Box<dyn Collective>) -> Result<()> {
+        let world = group.world_size();
+        let (batch, accum) = (self.options.batch_size, self.options.grad_accum);
+        if !batch.is_multiple_of(world) || !(batch / world).is_multiple_of(accum) {
+            return Err(Error::Config(format!(
+                "batch {batch} does not split over {world} ranks × {accum} micro-batches; choose a batch that is a \
+                 multiple of {}",
+                world * accum
+            )));
+        }
+        let params = self.model.all_params();
+        let tensors: Vec<Tensor> = params.iter().map(|(_, v)| v.as_tensor().clone()).collect();
+        for ((_, var), value) in params.iter().zip(maskdit_parallel::broadcast_all(&mut *group, &tensors)?) {
+            var.set(&value)?;
+        }
+        let shadow: Vec<Tensor> = self.ema.weights().iter().map(|(_, t)| t.clone()).collect();
+        let shadow = maskdit_parallel::broadcast_all(&mut *group, &shadow)?;
+        let names = self.ema.weights().iter().map(|(n, _)| n.clone());
+        self.ema = Ema::from_tensors(names.zip(shadow).collect(), self.options.ema_decay)?;
+        self.group = Some(group);
+        Ok(())
+    }
+
+    /// This trainer's rank (0 alone).
+    pub fn rank(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| g.rank())
+    }
+
+    /// Number of ranks training together (1 alone).
+    pub fn world_size(&self) -> usize {
+        self.group.as_ref().map_or(1, |g| g.world_size())
+    }
+
+    /// Whether any rank passes `true` (every rank must call this at the same point): how ranks
+    /// agree to stop together, e.g. on Ctrl-C.
+    pub fn any_rank(&mut self, flag: bool) -> Result<bool> {
+        let Some(group) = self.group.as_mut() else { return Ok(flag) };
+        let total = maskdit_parallel::sum_scalars(&mut **group, &[f32::from(u8::from(flag))])?;
+        Ok(total[0] > 0.0)
+    }
+
+    /// Waits for every rank at the end of the run, so that ranks leaving afterwards is no failure.
+    pub fn finish(&mut self) -> Result<()> {
+        match self.group.as_mut() {
+            Some(group) => Ok(group.finish()?),
+            None => Ok(()),
+        }
     }
 
     /// The visiting order of pass `epoch`, a function of the seed and the pass only.
@@ -300,26 +376,35 @@ impl Trainer {
         self.ema.weights().iter().cloned().collect()
     }
 
-    fn next_index(&mut self) -> usize {
-        if self.cursor == self.order.len() {
-            self.epoch += 1;
-            self.cursor = 0;
-            self.order = self.epoch_order(self.epoch);
+    /// The dataset index of the example at `position` of the run.
+    fn example_index(&mut self, position: u64) -> usize {
+        let len = self.order.len() as u64;
+        let epoch = position / len;
+        if epoch != self.order_epoch {
+            self.order = self.epoch_order(epoch);
+            self.order_epoch = epoch;
         }
-        self.cursor += 1;
-        self.order[self.cursor - 1]
+        self.order[(position % len) as usize]
     }
 
-    /// One micro-batch: images `(n, C, H, W)` and label rows `(n, classes)` (dropout applied).
-    fn micro_batch(&mut self, n: usize, device: &Device) -> Result<(Tensor, Option<Tensor>)> {
+    /// The `n` examples from `position` of the run, with all their randomness: images
+    /// `(n, C, H, W)`, label rows `(n, classes)` (dropout applied), σ's normals, the noise, and
+    /// the mask when `mask_ratio` removes tokens.
+    fn micro_batch(&mut self, position: u64, n: usize, mask_ratio: f64, device: &Device) -> Result<MicroBatch> {
         let [c, h, w] = self.dataset.dims();
         let classes = self.config.num_classes;
+        let length = self.config.num_patches();
+        let masked = mask_ratio > 0.0 && maskdit::mask::kept_tokens(length, mask_ratio) < length;
         let mut values = Vec::with_capacity(n * c * h * w);
         let mut labels = Vec::with_capacity(n);
-        for _ in 0..n {
-            let index = self.next_index();
-            let mut example = self.dataset.get(index, &mut self.rng)?;
-            if self.options.xflip && self.rng.random::<f64>() < 0.5 {
+        let mut rnd_normal = Vec::with_capacity(n);
+        let mut noise = Vec::with_capacity(n * c * h * w);
+        let mut restore = Vec::with_capacity(if masked { n * length } else { 0 });
+        for offset in 0..n as u64 {
+            let index = self.example_index(position + offset);
+            let mut rng = example_rng(self.options.seed, position + offset);
+            let mut example = self.dataset.get(index, &mut rng)?;
+            if self.options.xflip && rng.random::<f64>() < 0.5 {
                 for line in example.values.chunks_exact_mut(w) {
                     line.reverse();
                 }
@@ -332,57 +417,78 @@ impl Trainer {
                         example.label
                     )));
                 }
-                let dropped = self.rng.random::<f64>() < self.options.class_dropout_prob;
+                let dropped = rng.random::<f64>() < self.options.class_dropout_prob;
                 labels.push((!dropped).then_some(example.label));
             }
+            rnd_normal.push(Distribution::<f32>::sample(&StandardNormal, &mut rng));
+            noise.extend((0..c * h * w).map(|_| Distribution::<f32>::sample(&StandardNormal, &mut rng)));
+            if masked {
+                restore.extend(Mask::random_order(length, &mut rng));
+            }
         }
-        let images = Tensor::from_vec(values, (n, c, h, w), device)?;
-        let labels = (classes > 0).then(|| maskdit::one_hot(labels, classes, device)).transpose()?;
-        Ok((images, labels))
+        let mask = if masked {
+            let ids_restore = Tensor::from_vec(restore, (n, length), device)?;
+            Some(Mask::from_restore(&ids_restore, maskdit::mask::kept_tokens(length, mask_ratio))?)
+        } else {
+            None
+        };
+        Ok(MicroBatch {
+            images: Tensor::from_vec(values, (n, c, h, w), device)?,
+            labels: (classes > 0).then(|| maskdit::one_hot(labels, classes, device)).transpose()?,
+            rnd_normal: Tensor::from_vec(rnd_normal, n, device)?,
+            noise: Tensor::from_vec(noise, (n, c, h, w), device)?,
+            mask,
+        })
     }
 
-    fn normal(&mut self, count: usize) -> Vec<f32> {
-        (0..count).map(|_| Distribution::<f32>::sample(&StandardNormal, &mut self.rng)).collect()
-    }
-
-    /// One optimiser step over `batch_size` examples. A non-finite loss stops with an error
-    /// before any weight changes.
+    /// One optimiser step over `batch_size` examples (this rank's share of them when it is
+    /// one of several). A non-finite loss on any rank stops every rank with an error before
+    /// any weight changes.
     pub fn train_step(&mut self) -> Result<StepReport> {
         let device = self.model.model().device().clone();
-        let micro = self.options.batch_size / self.options.grad_accum;
+        let share = self.options.batch_size / self.world_size();
+        let micro = share / self.options.grad_accum;
         let progress = self.step as f64 / self.options.max_steps as f64;
         let mask_ratio = self.schedule.at(progress);
-        let length = self.config.num_patches();
+        let first = self.step * self.options.batch_size as u64 + (self.rank() * share) as u64;
         let mut sum: Option<Vec<Tensor>> = None;
         let mut loss_total = 0.0;
         let compute_dtype = self.options.precision.compute_dtype();
-        for _ in 0..self.options.grad_accum {
-            let (images, labels) = self.micro_batch(micro, &device)?;
-            let rnd_normal = Tensor::from_vec(self.normal(micro), micro, &device)?;
-            let noise = Tensor::from_vec(self.normal(images.elem_count()), images.dims(), &device)?;
-            let mask = if mask_ratio > 0.0 && maskdit::mask::kept_tokens(length, mask_ratio) < length {
-                Some(Mask::random(micro, length, mask_ratio, &mut self.rng, &device)?)
-            } else {
-                None
-            };
+        for part in 0..self.options.grad_accum {
+            let batch = self.micro_batch(first + (part * micro) as u64, micro, mask_ratio, &device)?;
             let network = self.model.compute_model(compute_dtype)?;
-            let per_sample =
-                self.loss.per_sample(&network, &images, labels.as_ref(), &rnd_normal, &noise, mask.as_ref())?;
+            let per_sample = self.loss.per_sample(
+                &network,
+                &batch.images,
+                batch.labels.as_ref(),
+                &batch.rnd_normal,
+                &batch.noise,
+                batch.mask.as_ref(),
+            )?;
             let loss = (per_sample.sum_all()? / self.options.batch_size as f64)?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if !value.is_finite() {
+            loss_total += value;
+            if !value.is_finite() && self.group.is_none() {
                 return Err(Error::NonFinite { step: self.step + 1, loss: value });
             }
-            loss_total += value;
             let grads = self.opt.gradients(&loss.backward()?)?;
             sum = Some(match sum {
                 None => grads,
                 Some(acc) => acc.iter().zip(&grads).map(|(a, g)| a + g).collect::<candle_core::Result<Vec<_>>>()?,
             });
         }
+        let mut grads = sum.expect("at least one micro-batch");
+        if let Some(group) = self.group.as_mut() {
+            // The loss first: every rank learns of a non-finite one and stops at the same point.
+            loss_total = f64::from(maskdit_parallel::sum_scalars(&mut **group, &[loss_total as f32])?[0]);
+            if !loss_total.is_finite() {
+                return Err(Error::NonFinite { step: self.step + 1, loss: loss_total });
+            }
+            grads = maskdit_parallel::sum_all(&mut **group, &grads)?;
+        }
         let lr = ramped_lr(self.options.lr, self.step, self.options.batch_size, self.options.lr_rampup_kimg);
         self.opt.set_lr(lr);
-        self.opt.step_with(&sum.expect("at least one micro-batch"))?;
+        self.opt.step_with(&grads)?;
         self.ema.update(&self.model.all_params())?;
         self.step += 1;
         Ok(StepReport { step: self.step, loss: loss_total, lr, mask_ratio })
@@ -391,14 +497,7 @@ impl Trainer {
     /// Writes a checkpoint (weights, EMA, optimiser moments, run state) atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let (opt_state, opt_steps) = self.opt.state();
-        let (seed, word_pos) = (self.rng.get_seed(), self.rng.get_word_pos());
-        let state = RunState {
-            step: self.step,
-            epoch: self.epoch,
-            cursor: self.cursor,
-            rng_seed: seed.iter().map(|b| format!("{b:02x}")).collect(),
-            rng_word_pos: word_pos.to_string(),
-        };
+        let state = RunState { step: self.step, world_size: self.world_size() };
         debug_assert_eq!(opt_steps, self.step);
         TrainingCheckpoint {
             config: self.config.clone(),
@@ -421,20 +520,7 @@ impl Trainer {
         let start = Start::From { model, ema: Some(ema) };
         let mut trainer = Self::new(config, options, dataset, start, device)?;
         trainer.opt.restore(optimizer, state.step)?;
-        let mut seed = [0u8; 32];
-        for (i, b) in seed.iter_mut().enumerate() {
-            *b = u8::from_str_radix(state.rng_seed.get(2 * i..2 * i + 2).ok_or_else(|| bad("random seed"))?, 16)
-                .map_err(|_| bad("random seed"))?;
-        }
-        trainer.rng = ChaCha12Rng::from_seed(seed);
-        trainer.rng.set_word_pos(state.rng_word_pos.parse().map_err(|_| bad("random position"))?);
         trainer.step = state.step;
-        trainer.epoch = state.epoch;
-        trainer.cursor = state.cursor;
-        trainer.order = trainer.epoch_order(state.epoch);
-        if trainer.cursor > trainer.order.len() {
-            return Err(bad("data position (the dataset is smaller than when the run was saved)"));
-        }
         Ok(trainer)
     }
 }
