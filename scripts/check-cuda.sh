@@ -4,8 +4,8 @@
 # feature for compute capability 8.0 (CUDA 11.8 cannot target compute_90a; sm_80 PTX runs on
 # Hopper). The CUDA kernels of candle take about 9 minutes to build on 2 cores.
 #
-#   scripts/check-cuda.sh            # build check (cuda)
-#   FEATURES=cuda,cudnn scripts/check-cuda.sh
+#   scripts/check-cuda.sh            # build check (cuda, nccl)
+#   FEATURES=cuda,nccl,cudnn scripts/check-cuda.sh
 #   PACKAGE=1 scripts/check-cuda.sh  # also stage dist/gpu/ for a GPU machine (see scripts/run-on-gpu.sh)
 #   PACKAGE=1 CUDA_RUNTIME_VERSION=12080 scripts/check-cuda.sh  # for a machine with CUDA 12.8
 set -euo pipefail
@@ -30,8 +30,30 @@ export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}"
 # A target folder of its own: the CPU build in target/ stays as it is. Artifacts of the linked
 # and the packaged build live side by side here (candle's kernels are built once for both).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/cuda}"
-features="${FEATURES:-cuda}"
+features="${FEATURES:-cuda,nccl}"
 cli_features="maskdit-cli/${features//,/,maskdit-cli/}"
+if [[ ",$features," == *",nccl,"* ]] && [ "${PACKAGE:-0}" != "1" ]; then
+  # The linked build links libnccl.so, which Debian does not package: take it from NVIDIA's
+  # wheel on PyPI (the packaged build opens it at run time instead and needs nothing here).
+  nccl_dir="$PWD/$CARGO_TARGET_DIR/nccl"
+  if [ ! -e "$nccl_dir/libnccl.so" ]; then
+    mkdir -p "$nccl_dir"
+    python3 - "$nccl_dir" <<'PY'
+import io, json, sys, urllib.request, zipfile
+target = sys.argv[1]
+release = json.load(urllib.request.urlopen("https://pypi.org/pypi/nvidia-nccl-cu12/json"))
+wheel = next(u for u in release["urls"] if u["filename"].endswith("x86_64.whl"))
+data = urllib.request.urlopen(wheel["url"]).read()
+with zipfile.ZipFile(io.BytesIO(data)) as z:
+    name = next(n for n in z.namelist() if n.endswith("/libnccl.so.2"))
+    open(f"{target}/libnccl.so.2", "wb").write(z.read(name))
+print(f"libnccl.so.2 from {wheel['filename']}")
+PY
+    ln -sf libnccl.so.2 "$nccl_dir/libnccl.so"
+  fi
+  export LIBRARY_PATH="$nccl_dir${LIBRARY_PATH:+:$LIBRARY_PATH}"
+  export LD_LIBRARY_PATH="$nccl_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 if [ "${PACKAGE:-0}" != "1" ]; then
   # The packaged build below replaces this check (it builds the same code against a patched
   # cudarc), so a packaging run skips it: one full CUDA build on 2 cores instead of two.
@@ -60,13 +82,13 @@ if [ "${PACKAGE:-0}" = "1" ]; then
   cp Cargo.lock "$CARGO_TARGET_DIR/Cargo.lock.orig"
   trap 'cp "$CARGO_TARGET_DIR/Cargo.lock.orig" Cargo.lock' EXIT
   patch_config="patch.crates-io.cudarc.path=\"$patched\""
-  CUDARC_CUDA_VERSION="$runtime" cargo build --release -p maskdit-cli --features cuda --config "$patch_config"
+  CUDARC_CUDA_VERSION="$runtime" cargo build --release -p maskdit-cli --features "$cli_features" --config "$patch_config"
   CUDARC_CUDA_VERSION="$runtime" cargo test --release -p maskdit-tests --features cuda --test gpu_parity \
     --config "$patch_config" --no-run
   # candle-kernels links its MoE kernels against the CUDA runtime (libcudart.so.11.0 here), so
   # that one library travels with the binaries (NVIDIA's newer drivers run older runtimes);
   # every other CUDA library must be opened at run time.
-  if ldd "$CARGO_TARGET_DIR/release/maskdit" | grep -v libcudart | grep -Eq 'libcuda|cublas|curand|nvrtc'; then
+  if ldd "$CARGO_TARGET_DIR/release/maskdit" | grep -v libcudart | grep -Eq 'libcuda|cublas|curand|nvrtc|nccl'; then
     echo "the packaged maskdit still links CUDA libraries; dynamic loading did not take" >&2
     exit 1
   fi

@@ -9,8 +9,8 @@
 # The steps run in priority order, each under a time limit, and a step that would not finish
 # before DEADLINE seconds (default 450) is skipped, so a short lease still returns the most
 # important figures: smoke test, parity suites, DiT-XL/2 benchmarks against PyTorch on the same
-# card (bf16, TF32), whole sampling runs, a bf16 training run on random latents, twice the
-# batch in bf16, plain f32. Every
+# card (bf16, TF32), whole sampling runs, a bf16 training run on random latents, the same as
+# NCCL ranks, twice the batch in bf16, plain f32. Every
 # command's wall time, exit status and peak device memory (nvidia-smi, polled every 100 ms: the
 # process's whole footprint, framework caches included) go to summary.tsv.
 #
@@ -18,7 +18,7 @@
 # (libcuda.so.1), cuBLAS, cuBLASLt and cuRAND at run time (cudarc's dynamic loading, bindings for
 # the CUDA major version they were packaged for, 13 by default), so this script only puts the
 # folders that hold those libraries on LD_LIBRARY_PATH: the system's CUDA, or the copies inside
-# PyTorch's nvidia-* wheels. The driver runs the sm_80 PTX of candle's kernels on newer GPUs
+# PyTorch's nvidia-* wheels (and NCCL, linked as libnccl.so). The driver runs the sm_80 PTX of candle's kernels on newer GPUs
 # through its JIT. Variables: MASKDIT_GOLDEN (default golden:golden-uncond here),
 # MASKDIT_GOLDEN_EVAL (default golden-eval here), PYTHON
 # (default python3, with torch and timm), BATCH (default 32), DEADLINE, SKIP (step names to
@@ -85,6 +85,17 @@ for lib in libcuda.so libcublas.so libcublasLt.so libcudart.so libcurand.so; do
     fi
   done
 done
+# NCCL: cudarc opens `libnccl.so`, PyTorch's nvidia-nccl wheel ships only `libnccl.so.2`.
+nccl_links=/tmp/maskdit-nccl
+for dir in "${search_dirs[@]}"; do
+  found=$(ls -1 "$dir"/libnccl.so.2* 2>/dev/null | sort -V | tail -n 1)
+  if [ -n "$found" ]; then
+    mkdir -p "$nccl_links" && ln -sf "$found" "$nccl_links/libnccl.so"
+    echo "libnccl.so: $found" | tee -a "$out/log.txt"
+    library_path="$library_path:$nccl_links"
+    break
+  fi
+done
 # lib/ holds the CUDA runtime the binaries link (for candle's MoE kernels), packaged with them.
 export LD_LIBRARY_PATH="${library_path#:}:${LD_LIBRARY_PATH:-}:$here/lib"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee -a "$out/log.txt"
@@ -137,6 +148,20 @@ PY
 step finetune 150 ./maskdit train --preset imagenet256-finetune --data /tmp/random-latents.safetensors \
   --out /tmp/finetune --steps 100 --batch "${FINETUNE_BATCH:-64}" --checkpoint-every 1000 --precision bf16 --device cuda
 cp /tmp/finetune/log.jsonl "$out/finetune.jsonl" 2>/dev/null
+
+# 5a. The same fine-tune as one NCCL rank (set-up, bucketed all-reduce of every gradient,
+# broadcast of the weights), and over every GPU where there are several: steps/s in the logs.
+WORLD_SIZE=1 RANK=0 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29611 \
+  step finetune-nccl-1 150 ./maskdit train --preset imagenet256-finetune --data /tmp/random-latents.safetensors \
+  --out /tmp/finetune-nccl-1 --steps 30 --batch 32 --checkpoint-every 1000 --precision bf16 --device cuda
+cp /tmp/finetune-nccl-1/log.jsonl "$out/finetune-nccl-1.jsonl" 2>/dev/null
+gpus=$(nvidia-smi --list-gpus 2>/dev/null | wc -l)
+if ((gpus >= 2)); then
+  step "finetune-nccl-$gpus" 150 ./maskdit train --preset imagenet256-finetune --data /tmp/random-latents.safetensors \
+    --out "/tmp/finetune-nccl-$gpus" --steps 30 --batch $((32 * gpus)) --checkpoint-every 1000 --precision bf16 \
+    --device cuda --nproc "$gpus"
+  cp "/tmp/finetune-nccl-$gpus/log.jsonl" "$out/finetune-nccl-$gpus.jsonl" 2>/dev/null
+fi
 
 # 5b. FID Inception throughput: ours (bench, and fid-stats over an ADM .npz end to end) against
 # pytorch-fid (carried as a wheel where missing), hashed weights, random 256-px images.

@@ -331,7 +331,9 @@ pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
         }
     }
     let recipe = preset(&args.preset).with_context(|| format!("presets: {}", PRESET_NAMES.join(", ")))?;
-    let world = maskdit_parallel::World::from_env()?.filter(|w| w.size > 1);
+    // Set by a launcher, even for one rank (which then still runs its collective: a 1-rank NCCL
+    // run checks the NCCL set-up on a machine with one GPU).
+    let world = maskdit_parallel::World::from_env()?;
     if args.launch.launches(world.as_ref()) {
         let after = format!(
             "Checkpoints are written whole: the last one in {} is intact; fix the cause and rerun with --resume",
