@@ -12,9 +12,10 @@ use maskdit_sampler::{
 };
 use maskdit_vae::Autoencoder;
 
-use crate::device::{DTypeChoice, DeviceChoice};
+use crate::device::{DTypeChoice, RankDevices};
 use crate::fetch::{fetch_model, fetch_vae};
 use crate::labels::resolve_class;
+use crate::launch::{self, LaunchArgs};
 use crate::progress;
 use crate::registry::{Registry, EMBEDDED_MNIST};
 use crate::seeds::{Seeds, Shard};
@@ -69,9 +70,9 @@ pub struct GenerateArgs {
     /// Images sampled at once.
     #[arg(long, default_value_t = 16)]
     batch: usize,
-    /// cpu, cuda or cuda:N.
+    /// cpu, cuda (with --nproc: rank r on GPU r), cuda:N, or one GPU per rank: cuda:0,2.
     #[arg(long, default_value = "cpu")]
-    device: DeviceChoice,
+    device: RankDevices,
     /// Number format of the model and the VAE.
     #[arg(long, value_enum, default_value_t = DTypeChoice::F32)]
     dtype: DTypeChoice,
@@ -111,6 +112,10 @@ pub struct GenerateArgs {
     /// Columns of the grid (default: about square).
     #[arg(long)]
     grid_columns: Option<usize>,
+    /// Processes sharing the seeds (--nproc: rank r takes shard r/N; the grid and the .npz
+    /// are packed by rank 0 once every rank is done).
+    #[command(flatten)]
+    launch: LaunchArgs,
 }
 
 /// The sampler families `--sampler` chooses from.
@@ -303,14 +308,39 @@ fn check_finite(samples: &Tensor, seeds: &[u64], cfg: f64) -> Result<()> {
     Ok(())
 }
 
-/// Runs `maskdit generate`.
+/// Runs `maskdit generate`: alone, as the launcher of `--nproc` ranks, or as one rank.
 pub fn run(args: GenerateArgs) -> Result<()> {
     let registry = Registry::load()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     check_request(&args, &registry)?;
-    let device = args.device.open()?;
+    let world = maskdit_parallel::World::from_env()?;
+    if args.launch.launches(world.as_ref()) {
+        let after = format!("The images written are kept in {}: rerun with --resume to finish", args.out.display());
+        return launch::supervise(&args.launch, &args.device, &after);
+    }
+    let Some(world) = world else { return generate(&args, &registry, args.shard, None) };
+    if args.shard != Shard::default() {
+        bail!("--shard and ranks (--nproc, or WORLD_SIZE) both split the seeds: use one of them");
+    }
+    // Meeting at the start notices a missing rank before any work; the group is the barrier
+    // after which rank 0 packs everything.
+    let (group, _) = maskdit_parallel::TcpGroup::join(&world, b"", args.launch.timeout(), args.launch.timeout())?;
+    generate(&args, &registry, Shard::new(world.rank, world.size), Some((&world, group)))
+        .with_context(|| format!("rank {} of {}", world.rank, world.size))
+}
+
+/// Samples the seeds of `shard`; as one rank of `ranks`, waits for every rank before rank 0
+/// packs the grid and the .npz.
+fn generate(
+    args: &GenerateArgs,
+    registry: &Registry,
+    shard: Shard,
+    ranks: Option<(&maskdit_parallel::World, maskdit_parallel::TcpGroup)>,
+) -> Result<()> {
+    let main = ranks.as_ref().is_none_or(|(world, _)| world.is_main());
+    let device = args.device.for_local_rank(ranks.as_ref().map_or(0, |(world, _)| world.local_rank))?.open()?;
     let dtype = args.dtype.dtype();
-    let loaded = load(&args, &registry, &device, dtype)?;
+    let loaded = load(args, registry, &device, dtype)?;
     let config = loaded.model.config().clone();
     let classes = args.classes.iter().map(|c| resolve_class(c, config.num_classes)).collect::<Result<Vec<_>>>()?;
     let steps = args.steps.unwrap_or(loaded.steps);
@@ -324,7 +354,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if !(cfg.is_finite() && cfg >= 0.0) {
         bail!("--cfg must be a non-negative number (1 = no guidance)");
     }
-    let sampler = sampler(&args, steps);
+    let sampler = sampler(args, steps);
     let guided = Guided::new(&loaded.model, cfg);
     let image_dims = [config.in_channels, config.input_size, config.input_size];
     let png = |seed: u64| args.out.join(format!("{seed:06}.png"));
@@ -332,12 +362,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let pending = || {
         (0u64..)
             .zip(args.seeds.iter())
-            .filter(|&(position, seed)| args.shard.takes(position) && !(args.resume && png(seed).is_file()))
+            .filter(|&(position, seed)| shard.takes(position) && !(args.resume && png(seed).is_file()))
     };
     let total = pending().count() as u64;
-    let bar = progress::bar(total.saturating_mul(sampler.num_steps() as u64), "sampling");
+    let steps_total = total.saturating_mul(sampler.num_steps() as u64);
+    let bar = if main { progress::bar(steps_total, "sampling") } else { indicatif::ProgressBar::hidden() };
     let started = std::time::Instant::now();
-    let mut for_grid = Vec::new();
     let (mut written, mut work) = (0u64, pending());
     loop {
         let (positions, chunk): (Vec<u64>, Vec<u64>) = work.by_ref().take(args.batch).unzip();
@@ -372,20 +402,30 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         for (seed, image) in chunk.iter().zip(maskdit_vae::image::to_images(&pixels)?) {
             write_png(&image, &png(*seed))?;
             written += 1;
-            if args.grid.is_some() {
-                for_grid.push(image);
-            }
         }
     }
     bar.finish_and_clear();
-    if let Some(path) = &args.grid {
-        let columns = args.grid_columns.unwrap_or_else(|| (for_grid.len() as f64).sqrt().ceil() as usize);
-        write_png(&grid(&for_grid, columns), path)?;
-    }
     let seconds = started.elapsed().as_secs_f64();
+    let world_size = ranks.as_ref().map_or(1, |(world, _)| world.size);
+    if let Some((_, mut group)) = ranks {
+        maskdit_parallel::Collective::finish(&mut group).context("waiting for the other ranks")?;
+    }
+    if !main {
+        return Ok(());
+    }
+    // The images of the whole request: this process's shard, or every rank's.
+    let seeds: Vec<u64> =
+        (0u64..).zip(args.seeds.iter()).filter(|&(p, _)| args.shard.takes(p)).map(|(_, seed)| seed).collect();
+    let read_back = |seed: u64| -> Result<DynamicImage> {
+        let path = png(seed);
+        image::open(&path).with_context(|| format!("cannot read back {}", path.display()))
+    };
+    if let Some(path) = &args.grid {
+        let images = seeds.iter().map(|&seed| read_back(seed)).collect::<Result<Vec<_>>>()?;
+        let columns = args.grid_columns.unwrap_or_else(|| (images.len() as f64).sqrt().ceil() as usize);
+        write_png(&grid(&images, columns), path)?;
+    }
     if let Some(npz) = &args.npz {
-        let seeds: Vec<u64> =
-            (0u64..).zip(args.seeds.iter()).filter(|&(p, _)| args.shard.takes(p)).map(|(_, seed)| seed).collect();
         let side = (config.input_size * loaded.decoder.upscale()) as u32;
         let bar = progress::bar(seeds.len() as u64, "npz");
         maskdit_eval::npz::write_images(npz, seeds.len(), (side as usize, side as usize), &mut |i| {
@@ -400,6 +440,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .with_context(|| format!("cannot write {}", npz.display()))?;
         bar.finish_and_clear();
         eprintln!("packed {} images into {}", seeds.len(), npz.display());
+    }
+    if world_size > 1 {
+        eprintln!(
+            "{world_size} ranks wrote the {} images to {}; rank 0 wrote {written} in {seconds:.1} s ({:.2} images/s)",
+            seeds.len(),
+            args.out.display(),
+            written as f64 / seconds.max(1e-9)
+        );
+        return Ok(());
     }
     let skipped = args.seeds.len() - total;
     let skipped =

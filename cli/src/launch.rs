@@ -17,7 +17,7 @@ use crate::device::RankDevices;
 #[derive(Debug, Clone, Args)]
 pub struct LaunchArgs {
     /// Ranks (processes) to start on this machine: one per GPU with --device cuda, or CPU
-    /// processes. The run is the same for any number: --batch is the global batch.
+    /// processes. The result is the same for any number.
     #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..65536))]
     pub nproc: usize,
     /// Machines taking part; start the same command on each with its --node-rank.

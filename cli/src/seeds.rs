@@ -138,6 +138,15 @@ impl FromStr for Shard {
 }
 
 impl Shard {
+    /// Part `index` of `count` (`index < count`, else the whole list).
+    pub fn new(index: usize, count: usize) -> Self {
+        if index < count {
+            Self { index: index as u64, count: count as u64 }
+        } else {
+            Self::default()
+        }
+    }
+
     /// Whether this shard takes the seed at `position` of the list.
     pub fn takes(&self, position: u64) -> bool {
         position % self.count == self.index

@@ -174,7 +174,7 @@ fn mistakes_get_clear_errors() {
         (&["generate", "--solver", "rk4"], "euler, heun"),
         (&["generate", "--weights", "best"], "ema, model"),
         (&["generate", "--dtype", "f64"], "f32, f16, bf16"),
-        (&["generate", "--device", "gpu"], "cpu, cuda or cuda:N"),
+        (&["generate", "--device", "gpu"], "use cpu, cuda"),
         (&["bench", "--only", "backward"], "gemm, forward, forward_cfg"),
         (&["convert", "a.pt", "b.safetensors", "--weights", "opt"], "ema, model"),
         (&["bench", "--model", "DiT-XXL/2"], "DiT-S/2"),

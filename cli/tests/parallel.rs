@@ -215,3 +215,39 @@ fn a_batch_that_does_not_split_over_the_ranks_is_refused() {
     assert!(err.contains("does not split over 2 ranks") && err.contains("rank 0 failed"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn two_ranks_generate_the_images_of_one_process_and_rank_0_packs_them() {
+    let dir = Scratch::new("dp-generate");
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut c = command();
+        c.args(["generate", "--seeds", "0-6", "--steps", "4", "--batch", "2", "--out", s(&out)]);
+        c.args(["--grid", s(&dir.join(format!("{name}.png"))), "--npz", s(&dir.join(format!("{name}.npz")))]);
+        check(c.args(extra).output().unwrap(), &format!("generate {extra:?}"));
+        out
+    };
+    let one = run("one", &[]);
+    let two = run("two", &["--nproc", "2"]);
+    let files = |dir: &Path| {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(files(&one).len(), 7);
+    assert_eq!(files(&one), files(&two));
+    for name in files(&one) {
+        assert_eq!(std::fs::read(one.join(&name)).unwrap(), std::fs::read(two.join(&name)).unwrap(), "{name}");
+    }
+    for packed in ["png", "npz"] {
+        let (a, b) = (dir.join(format!("one.{packed}")), dir.join(format!("two.{packed}")));
+        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "the {packed} differs");
+    }
+    let out = command()
+        .args(["generate", "--seeds", "0-3", "--shard", "0/2", "--nproc", "2", "--out", s(&dir.join("x"))])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--shard and ranks"), "{err}");
+}
