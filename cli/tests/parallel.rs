@@ -251,3 +251,30 @@ fn two_ranks_generate_the_images_of_one_process_and_rank_0_packs_them() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--shard and ranks"), "{err}");
 }
+
+#[test]
+fn two_nodes_of_one_rank_each_train_like_one_rank() {
+    let dir = Scratch::new("dp-nodes");
+    let one = dir.join("one");
+    train("mnist-finetune", &one, &["--steps", "2", "--batch", "8"]);
+    let nodes = dir.join("nodes");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let launchers: Vec<_> = ["1", "0"]
+        .iter()
+        .map(|node| {
+            command()
+                .args(["train", "--preset", "mnist-finetune", "--data", s(&digits()), "--out", s(&nodes)])
+                .args(["--steps", "2", "--batch", "8", "--checkpoint-every", "2", "--nnodes", "2", "--node-rank", node])
+                .args(["--master-addr", "127.0.0.1", "--master-port", &port])
+                .env("RAYON_NUM_THREADS", "1")
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for launcher in launchers {
+        check(launcher.wait_with_output().unwrap(), "a node's launcher");
+    }
+    let difference = largest_difference(&tensors(&one, 2), &tensors(&nodes, 2));
+    assert!(difference <= 1e-5, "2 nodes differ from 1 rank by {difference:e}");
+}
