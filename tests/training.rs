@@ -45,7 +45,7 @@ fn shard(dir: &std::path::Path) -> PathBuf {
     let moments = Tensor::randn(0f32, 1.0, (10, 8, 8, 8), &Device::Cpu).unwrap();
     let labels: Vec<usize> = (0..10).map(|i| i % 5).collect();
     let path = dir.join("shard-000.safetensors");
-    write_shard(&path, "moments", &moments, &labels).unwrap();
+    write_shard(&path, "moments", &moments, Some(&labels)).unwrap();
     path
 }
 
@@ -169,7 +169,7 @@ fn reads_an_lmdb_written_by_python_lmdb() {
     let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(0);
     for i in 0..6 {
         let example = dataset.get(i, &mut rng).unwrap();
-        assert_eq!(example.label, i % 3, "label of example {i}");
+        assert_eq!(example.label, Some(i % 3), "label of example {i}");
         assert_eq!(example.values.len(), 4 * 8 * 8);
         for (j, &v) in example.values.iter().enumerate() {
             let mean = ((i + 1) as f32 * 0.01) * ((j % 17) as f32 - 8.0);
@@ -184,7 +184,7 @@ fn a_nan_loss_stops_the_run_with_an_error() {
     let dir = Scratch::new("nan");
     let images = Tensor::rand(-1f32, 1.0, (4, 4, 8, 8), &Device::Cpu).unwrap();
     let path = dir.join("images.safetensors");
-    write_shard(&path, "images", &images, &[0, 1, 2, 3]).unwrap();
+    write_shard(&path, "images", &images, Some(&[0, 1, 2, 3])).unwrap();
     let dataset = ShardDataset::open(&[path], 0.18215).unwrap();
     let mut options = options(10);
     // A learning rate that throws the weights to ~1e30 in one step: the next loss overflows.
@@ -237,7 +237,7 @@ fn mismatched_data_is_rejected() {
     let dir = Scratch::new("mismatch");
     let images = Tensor::zeros((2, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
     let path = dir.join("mnist-like.safetensors");
-    write_shard(&path, "images", &images, &[0, 1]).unwrap();
+    write_shard(&path, "images", &images, Some(&[0, 1])).unwrap();
     let dataset = ShardDataset::open(&[path], 0.18215).unwrap();
     let err = Trainer::new(tiny_config(), options(1), Box::new(dataset), Start::Fresh, &Device::Cpu).unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");

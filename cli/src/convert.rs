@@ -29,7 +29,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let recorded = if maskdit_io::is_safetensors(&input) { checkpoint::read_config(&input)? } else { None };
     match recorded {
         // A toolkit checkpoint: keep its architecture with the weights.
-        Some(config) => checkpoint::save_model(&tensors, &config, &output)?,
+        Some(config) => checkpoint::save_model(&tensors, &config, &[], &output)?,
         None => checkpoint::save(&tensors, &output)?,
     }
     eprintln!("wrote {} tensors ({} weights) to {}", tensors.len(), set.key(), output.display());

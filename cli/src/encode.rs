@@ -1,5 +1,6 @@
-//! `maskdit encode`: an image folder (one subfolder per class) → latent shards for training, or
-//! pixel shards for pixel-space models (`--vae none`).
+//! `maskdit encode`: an image folder (one subfolder per class, or a flat folder of images
+//! without labels) → latent shards for training, or pixel shards for pixel-space models
+//! (`--vae none`).
 
 use std::path::{Path, PathBuf};
 
@@ -17,10 +18,11 @@ use crate::registry::Registry;
 /// Options of `maskdit encode`.
 #[derive(Debug, Args)]
 pub struct EncodeArgs {
-    /// Image folder with one subfolder per class (classes numbered in name order).
+    /// Image folder: one subfolder per class (classes numbered in name order), or the images
+    /// themselves (data without labels, for unconditional models).
     #[arg(long)]
     images: PathBuf,
-    /// Output folder for `shard-NNNNN.safetensors` files and `classes.json`.
+    /// Output folder for `shard-NNNNN.safetensors` files and (with classes) `classes.json`.
     #[arg(long)]
     out: PathBuf,
     /// VAE: registry name or weights file; `none` writes the pixels themselves (u8 `images`
@@ -51,13 +53,25 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| matches!(e.to_lowercase().as_str(), "png" | "jpg" | "jpeg" | "jpe"))
 }
 
-/// Class names (in name order) and every image with its class index.
+/// Class names (in name order; empty for a flat folder) and every image with its class index
+/// (none in a flat folder).
 struct Scan {
     classes: Vec<String>,
-    items: Vec<(PathBuf, usize)>,
+    items: Vec<(PathBuf, Option<usize>)>,
 }
 
-/// The images of each class subfolder, classes in name order.
+/// The images of a folder, sorted by name.
+fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the image folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_image(p))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The images of each class subfolder, classes in name order; or the images of a flat folder.
 fn scan(root: &Path) -> Result<Scan> {
     let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
         .with_context(|| format!("cannot read the image folder {}", root.display()))?
@@ -65,21 +79,31 @@ fn scan(root: &Path) -> Result<Scan> {
         .filter(|p| p.is_dir())
         .collect();
     classes.sort();
-    if classes.is_empty() {
-        bail!("{} has no class subfolders; put the images of each class in its own subfolder", root.display());
-    }
-    let mut items = Vec::new();
-    for (label, dir) in classes.iter().enumerate() {
-        let mut files: Vec<PathBuf> =
-            std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_image(p)).collect();
-        files.sort();
-        items.extend(files.into_iter().map(|f| (f, label)));
-    }
+    let flat = images_in(root)?;
+    let items: Vec<(PathBuf, Option<usize>)> = match (classes.is_empty(), flat.is_empty()) {
+        (true, _) => flat.into_iter().map(|f| (f, None)).collect(),
+        (false, true) => {
+            let mut items = Vec::new();
+            for (label, dir) in classes.iter().enumerate() {
+                items.extend(images_in(dir)?.into_iter().map(|f| (f, Some(label))));
+            }
+            items
+        }
+        (false, false) => bail!(
+            "{} holds both images and subfolders: put the images of each class in its own subfolder, or all images \
+             (without classes) directly in the folder",
+            root.display()
+        ),
+    };
     if items.is_empty() {
-        bail!("no PNG or JPEG images under {}", root.display());
+        bail!("no PNG or JPEG images in {} or its class subfolders", root.display());
     }
-    let names =
-        classes.iter().map(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).collect();
+    let labeled = items.first().is_some_and(|(_, label)| label.is_some());
+    let names = if labeled {
+        classes.iter().map(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).collect()
+    } else {
+        Vec::new()
+    };
     Ok(Scan { classes: names, items })
 }
 
@@ -105,10 +129,20 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         Some(Autoencoder::load(&vae_path, None, candle_core::DType::F32, &device)?)
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let classes_json = serde_json::to_string_pretty(&class_names)?;
     let classes_path = args.out.join("classes.json");
-    maskdit_io::write_atomic(&classes_path, |file| std::io::Write::write_all(file, classes_json.as_bytes()))
-        .context("cannot write classes.json")?;
+    if class_names.is_empty() {
+        if classes_path.exists() {
+            bail!(
+                "{} holds the classes.json of labeled data, which would name classes these images do not have; \
+                 encode them into another --out",
+                args.out.display()
+            );
+        }
+    } else {
+        let classes_json = serde_json::to_string_pretty(&class_names)?;
+        maskdit_io::write_atomic(&classes_path, |file| std::io::Write::write_all(file, classes_json.as_bytes()))
+            .context("cannot write classes.json")?;
+    }
     let bar = progress::bar(items.len() as u64, "encoding");
     let side = args.resolution as usize;
     for (shard_index, shard) in items.chunks(args.shard_size).enumerate() {
@@ -135,11 +169,15 @@ pub fn run(args: EncodeArgs) -> Result<()> {
             bar.inc(batch.len() as u64);
         }
         let data = Tensor::cat(&parts, 0)?;
-        let labels: Vec<usize> = shard.iter().map(|(_, l)| *l).collect();
+        let labels: Option<Vec<usize>> = shard.iter().map(|(_, l)| *l).collect();
         let name = if vae.is_some() { "moments" } else { "images" };
-        write_shard(&args.out.join(format!("shard-{shard_index:05}.safetensors")), name, &data, &labels)?;
+        let path = args.out.join(format!("shard-{shard_index:05}.safetensors"));
+        write_shard(&path, name, &data, labels.as_deref())?;
     }
     bar.finish_and_clear();
-    eprintln!("encoded {} images of {} classes into {}", items.len(), class_names.len(), args.out.display());
+    match class_names.len() {
+        0 => eprintln!("encoded {} images without labels into {}", items.len(), args.out.display()),
+        n => eprintln!("encoded {} images of {n} classes into {}", items.len(), args.out.display()),
+    }
     Ok(())
 }

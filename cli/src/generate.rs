@@ -150,6 +150,8 @@ struct Loaded {
     decoder: Decoder,
     steps: usize,
     cfg: f64,
+    /// The model's own class names (recorded in its file; empty when it has none).
+    class_names: Vec<String>,
 }
 
 /// The architecture of a weights file: recorded in it, a config.json beside it, or --arch.
@@ -186,6 +188,7 @@ fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType)
     let set = args.weights;
     let name = args.model.clone().unwrap_or_else(|| registry.default_model.clone());
     let entry = registry.models.get(&name);
+    let mut class_names = Vec::new();
     let (model, default_vae, steps, cfg) = match entry {
         Some(entry) if entry.embedded => {
             (checkpoint::load_bytes(EMBEDDED_MNIST, dtype, device)?, None, entry.steps, entry.cfg)
@@ -214,6 +217,9 @@ fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType)
             }
             let config = file_config(&path, args)?;
             let model = checkpoint::load(&path, &config, set, dtype, device)?;
+            if maskdit_io::is_safetensors(&path) {
+                class_names = checkpoint::read_class_names(&path)?;
+            }
             let vae = (config.in_channels == 4).then(|| "sd-vae-ft-mse".to_string());
             (model, vae, 40, 1.0)
         }
@@ -224,7 +230,7 @@ fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType)
         Some(vae) => Decoder::Vae(Box::new(load_vae(registry, &vae, device, dtype)?)),
         None => Decoder::Pixels,
     };
-    Ok(Loaded { model, decoder, steps, cfg })
+    Ok(Loaded { model, decoder, steps, cfg, class_names })
 }
 
 fn sampler(args: &GenerateArgs, steps: usize) -> Sampler {
@@ -275,7 +281,7 @@ fn check_request(args: &GenerateArgs, registry: &Registry) -> Result<()> {
     }
     if let Some(entry) = args.model.as_ref().and_then(|name| registry.models.get(name)) {
         let classes = entry.num_classes.unwrap_or(1000);
-        args.classes.iter().try_for_each(|c| resolve_class(c, classes).map(drop))?;
+        args.classes.iter().try_for_each(|c| resolve_class(c, classes, &[]).map(drop))?;
     }
     let Some(grid) = &args.grid else { return Ok(()) };
     if args.seeds.len() > GRID_MAX_IMAGES {
@@ -342,7 +348,11 @@ fn generate(
     let dtype = args.dtype.dtype();
     let loaded = load(args, registry, &device, dtype)?;
     let config = loaded.model.config().clone();
-    let classes = args.classes.iter().map(|c| resolve_class(c, config.num_classes)).collect::<Result<Vec<_>>>()?;
+    let classes = args
+        .classes
+        .iter()
+        .map(|c| resolve_class(c, config.num_classes, &loaded.class_names))
+        .collect::<Result<Vec<_>>>()?;
     let steps = args.steps.unwrap_or(loaded.steps);
     let cfg = match (args.cfg, config.num_classes) {
         (Some(cfg), 0) if cfg != 1.0 => {

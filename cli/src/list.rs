@@ -1,11 +1,71 @@
 //! `maskdit list`: the registry, with where each entry comes from and what is cached.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use maskdit::{checkpoint, ModelConfig};
 
 use crate::fetch::{cached_dataset, cached_evaluator, cached_model, cached_vae};
-use crate::registry::Registry;
+use crate::registry::{Registry, EMBEDDED_MNIST};
+
+/// Options of `maskdit list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Instead of the registry, list the classes of MODEL (a registry name or a weights file):
+    /// index and name, as `generate --class` takes them.
+    #[arg(long, value_name = "MODEL")]
+    classes: Option<String>,
+}
+
+/// The class count and own class names of `model`: a registry name or a weights file.
+fn model_classes(model: &str, registry: &Registry) -> Result<(usize, Vec<String>)> {
+    if let Some(entry) = registry.models.get(model) {
+        if entry.embedded {
+            let (_, header) = safetensors::SafeTensors::read_metadata(EMBEDDED_MNIST)
+                .map_err(|e| anyhow::anyhow!("the embedded model is unreadable: {e}"))?;
+            let config = header
+                .metadata()
+                .as_ref()
+                .and_then(|m| m.get(checkpoint::CONFIG_METADATA))
+                .context("the embedded model records no architecture")?;
+            return Ok((ModelConfig::from_json(config)?.num_classes, Vec::new()));
+        }
+        return Ok((entry.num_classes.unwrap_or(1000), Vec::new()));
+    }
+    let path = Path::new(model);
+    if !path.exists() {
+        bail!(crate::registry::unknown("model", model, registry.models.keys()));
+    }
+    if !maskdit_io::is_safetensors(path) {
+        bail!(
+            "{model} records no classes: the official .pt checkpoints are ImageNet models (see `maskdit list --classes \
+             imagenet256-guidance`)"
+        );
+    }
+    let config = checkpoint::read_config(path)?
+        .with_context(|| format!("{model} records no architecture (convert it with `maskdit convert`)"))?;
+    Ok((config.num_classes, checkpoint::read_class_names(path)?))
+}
+
+/// Prints the classes of `model`, one `index<TAB>name` line each.
+fn list_classes(model: &str) -> Result<()> {
+    let registry = Registry::load()?;
+    let (count, names) = model_classes(model, &registry)?;
+    if count == 0 {
+        println!("{model} is unconditional: it has no classes (generate it without --class)");
+        return Ok(());
+    }
+    let names = match names {
+        own if !own.is_empty() => own,
+        _ if count == 1000 => crate::labels::imagenet_names()?,
+        _ => (0..count).map(|i| i.to_string()).collect(),
+    };
+    for (index, name) in names.iter().enumerate() {
+        println!("{index}\t{name}");
+    }
+    Ok(())
+}
 
 /// `cached, verified, 2700.0 MB` for a cached file, `not cached` otherwise.
 fn status(cached: Option<PathBuf>) -> String {
@@ -24,8 +84,12 @@ fn source(repo: Option<&str>, file: &str, url: Option<&str>) -> String {
     }
 }
 
-/// Prints the registry: each entry's source, whether it is cached (and verified), its size.
-pub fn run() -> Result<()> {
+/// Prints the registry: each entry's source, whether it is cached (and verified), its size;
+/// or, with `--classes`, a model's classes.
+pub fn run(args: ListArgs) -> Result<()> {
+    if let Some(model) = &args.classes {
+        return list_classes(model);
+    }
     let registry = Registry::load()?;
     println!("models:");
     for (name, entry) in &registry.models {

@@ -44,10 +44,12 @@ enum Command {
     ///
     /// Example: maskdit download imagenet256-guidance
     Download(download::DownloadArgs),
-    /// List the registry, marking what is cached.
+    /// List the registry, marking what is cached; or a model's classes.
     ///
-    /// Example: maskdit list
-    List,
+    /// Examples:
+    ///   maskdit list
+    ///   maskdit list --classes my-model.safetensors
+    List(list::ListArgs),
     /// Convert an official PyTorch checkpoint to safetensors.
     ///
     /// Example: maskdit convert 2000000.pt 2000000-ema.safetensors --weights ema
@@ -88,7 +90,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Download(args) => download::run(args),
-        Command::List => list::run(),
+        Command::List(args) => list::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Encode(args) => encode::run(args),
         Command::Bench(args) => bench::run(args),

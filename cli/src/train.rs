@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 use indicatif::ProgressBar;
 use maskdit::{checkpoint, ModelConfig, WeightSet};
-use maskdit_train::data::{Dataset, LmdbDataset, ShardDataset};
+use maskdit_train::data::{Dataset, LmdbDataset, ShardDataset, WithoutLabels};
 use maskdit_train::{preset, Precision, Start, TrainOptions, TrainPreset, TrainableModel, Trainer, PRESET_NAMES};
 
 use crate::device::RankDevices;
@@ -48,6 +48,14 @@ pub struct TrainArgs {
     /// the preset's.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Classes of the model (0: unconditional). Default: the data's — as many as its
+    /// classes.json names, none when it has no labels — else the preset's (or --config's).
+    /// A fine-tune to other classes starts their label embedding fresh.
+    #[arg(long)]
+    num_classes: Option<usize>,
+    /// Train an unconditional model on labeled data (its labels are not used).
+    #[arg(long)]
+    ignore_labels: bool,
     /// Run folder: checkpoints go to OUT/checkpoints, the log to OUT/log.jsonl.
     #[arg(long)]
     out: PathBuf,
@@ -228,6 +236,59 @@ fn run_config(args: &TrainArgs, recipe: &TrainPreset) -> Result<ModelConfig> {
     ModelConfig::from_json(&text).with_context(|| format!("{} is not a model configuration", path.display()))
 }
 
+/// The class names of the data (`classes.json` in its folders, as `maskdit encode` writes it,
+/// or beside its shard files), if it has them.
+fn data_class_names(paths: &[PathBuf]) -> Result<Option<(PathBuf, Vec<String>)>> {
+    let mut found: Option<(PathBuf, Vec<String>)> = None;
+    for path in paths {
+        let folder = if path.is_dir() { Some(path.as_path()) } else { path.parent() };
+        let Some(file) = folder.map(|f| f.join("classes.json")).filter(|f| f.is_file()) else { continue };
+        let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let names: Vec<String> =
+            serde_json::from_str(&text).with_context(|| format!("{} is not a list of class names", file.display()))?;
+        match &found {
+            Some((first, known)) if *known != names => bail!(
+                "{} and {} name different classes; train on data of one set of classes",
+                first.display(),
+                file.display()
+            ),
+            Some(_) => {}
+            None => found = Some((file, names)),
+        }
+    }
+    Ok(found)
+}
+
+/// Sets the model's class count from `--num-classes`, else from the data (its classes.json, or
+/// 0 when it has no labels) unless `--config` fixes the architecture; returns the class names
+/// the model gets (those of the data when they fit, else none).
+fn fit_classes(args: &TrainArgs, config: &mut ModelConfig, data: &dyn Dataset, main: bool) -> Result<Vec<String>> {
+    let named = if data.labeled() { data_class_names(&args.data)? } else { None };
+    let before = config.num_classes;
+    let source = match (args.num_classes, data.labeled(), &named) {
+        (Some(n), ..) => {
+            config.num_classes = n;
+            "--num-classes".to_string()
+        }
+        (None, false, _) if args.config.is_none() => {
+            config.num_classes = 0;
+            if args.ignore_labels { "--ignore-labels" } else { "data without labels" }.to_string()
+        }
+        (None, true, Some((file, names))) if args.config.is_none() => {
+            config.num_classes = names.len();
+            file.display().to_string()
+        }
+        _ => "the architecture".to_string(),
+    };
+    if main && config.num_classes != before {
+        match config.num_classes {
+            0 => eprintln!("an unconditional model ({source})"),
+            n => eprintln!("a model of {n} classes ({source})"),
+        }
+    }
+    Ok(named.map(|(_, names)| names).filter(|names| names.len() == config.num_classes).unwrap_or_default())
+}
+
 /// A new run, or the run in `args.out` continued with `--resume`.
 fn start_trainer(
     args: &TrainArgs,
@@ -236,10 +297,14 @@ fn start_trainer(
     device: &candle_core::Device,
     world: usize,
     main: bool,
-) -> Result<Trainer> {
-    let config = run_config(args, recipe)?;
+) -> Result<(Trainer, Vec<String>)> {
+    let mut config = run_config(args, recipe)?;
+    let mut data = open_data(&args.data, config.in_channels, config.input_size, args.xflip)?;
+    if args.ignore_labels {
+        data = Box::new(WithoutLabels(data));
+    }
+    let class_names = fit_classes(args, &mut config, data.as_ref(), main)?;
     let options = run_options(args, recipe, &config, world);
-    let data = open_data(&args.data, config.in_channels, config.input_size, args.xflip)?;
     let ckpt_dir = args.out.join("checkpoints");
     std::fs::create_dir_all(&ckpt_dir).with_context(|| format!("cannot create {}", ckpt_dir.display()))?;
     match (args.resume, latest_checkpoint(&ckpt_dir)?) {
@@ -256,7 +321,7 @@ fn start_trainer(
             if let Some(steps) = args.steps {
                 trainer.set_max_steps(steps)?;
             }
-            Ok(trainer)
+            Ok((trainer, class_names))
         }
         (true, None) => bail!("--resume: no checkpoint in {}; start without --resume", ckpt_dir.display()),
         (false, Some(latest)) => bail!(
@@ -269,7 +334,7 @@ fn start_trainer(
                 None => Start::Fresh,
                 Some((path, allow_partial)) => load_start(path, &config, *allow_partial, main)?,
             };
-            Ok(Trainer::new(config, options, data, start, device)?)
+            Ok((Trainer::new(config, options, data, start, device)?, class_names))
         }
     }
 }
@@ -362,7 +427,7 @@ fn run_rank(
 ) -> Result<()> {
     let main = world.is_none_or(|w| w.is_main());
     let device = args.device.for_local_rank(world.map_or(0, |w| w.local_rank))?.open()?;
-    let mut trainer = start_trainer(args, from, recipe, &device, world.map_or(1, |w| w.size), main)?;
+    let (mut trainer, class_names) = start_trainer(args, from, recipe, &device, world.map_or(1, |w| w.size), main)?;
     if let Some(world) = world {
         trainer.join(launch::connect(world, &device, &args.launch)?)?;
     }
@@ -371,8 +436,11 @@ fn run_rank(
     let mut trainer = train_loop(trainer, &args.out, every, evaluator.as_ref(), &device)?;
     trainer.finish()?;
     if let Some(path) = args.export.as_ref().filter(|_| main) {
-        checkpoint::save_model(&trainer.ema_weights(), trainer.config(), path)?;
-        eprintln!("wrote the EMA weights to {}", path.display());
+        checkpoint::save_model(&trainer.ema_weights(), trainer.config(), &class_names, path)?;
+        match class_names.len() {
+            0 => eprintln!("wrote the EMA weights to {}", path.display()),
+            n => eprintln!("wrote the EMA weights and the names of the {n} classes to {}", path.display()),
+        }
     }
     Ok(())
 }

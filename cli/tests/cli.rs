@@ -225,7 +225,7 @@ fn finetune_from_an_official_checkpoint_writes_loadable_checkpoints() {
             &shards.join(format!("shard-{i:05}.safetensors")),
             "moments",
             &moments,
-            &labels,
+            Some(&labels),
         )
         .unwrap();
     }
@@ -448,7 +448,7 @@ fn non_finite_samples_are_an_error() {
     let bias = weights["model.final_layer.linear.bias"].clone();
     weights.insert("model.final_layer.linear.bias".into(), (bias * f64::NAN).unwrap());
     let broken = dir.join("broken.safetensors");
-    maskdit::checkpoint::save_model(&weights, &config, &broken).unwrap();
+    maskdit::checkpoint::save_model(&weights, &config, &[], &broken).unwrap();
     let out = dir.join("out");
     let err = fails(&["generate", "--model", s(&broken), "--seeds", "0-1", "--steps", "4", "--out", s(&out)]);
     assert!(err.contains("NaN or infinite") && err.contains("weights"), "{err}");

@@ -150,6 +150,8 @@ pub fn save_with_metadata(
 
 /// Metadata key holding the model configuration (JSON) in files the toolkit writes.
 pub const CONFIG_METADATA: &str = "maskdit.config";
+/// Metadata key of a model's class names (a JSON list, index order).
+pub const CLASSES_METADATA: &str = "maskdit.classes";
 /// Metadata key of a training checkpoint's run settings (JSON).
 pub const OPTIONS_METADATA: &str = "maskdit.train";
 /// Metadata key of a training checkpoint's run state (JSON).
@@ -167,8 +169,38 @@ pub fn read_config(path: &Path) -> Result<Option<ModelConfig>> {
     }
 }
 
-/// Writes model weights with their architecture recorded, so they load without a preset.
-pub fn save_model(tensors: &HashMap<String, Tensor>, config: &ModelConfig, path: &Path) -> Result<()> {
-    let config = serde_json::to_string(config).map_err(|e| Error::Config(e.to_string()))?;
-    save_with_metadata(tensors, HashMap::from([(CONFIG_METADATA.to_string(), config)]), path)
+/// Writes model weights with their architecture recorded, so they load without a preset, and
+/// the names of their classes when given (one per class of `config`; empty: none recorded).
+pub fn save_model(
+    tensors: &HashMap<String, Tensor>,
+    config: &ModelConfig,
+    class_names: &[String],
+    path: &Path,
+) -> Result<()> {
+    let mut metadata = HashMap::from([(
+        CONFIG_METADATA.to_string(),
+        serde_json::to_string(config).map_err(|e| Error::Config(e.to_string()))?,
+    )]);
+    if !class_names.is_empty() {
+        if class_names.len() != config.num_classes {
+            return Err(Error::Config(format!(
+                "{} class names for a model with {} classes",
+                class_names.len(),
+                config.num_classes
+            )));
+        }
+        let names = serde_json::to_string(class_names).map_err(|e| Error::Config(e.to_string()))?;
+        metadata.insert(CLASSES_METADATA.to_string(), names);
+    }
+    save_with_metadata(tensors, metadata, path)
+}
+
+/// The class names recorded in a safetensors file by [`save_model`] (empty when none are).
+pub fn read_class_names(path: &Path) -> Result<Vec<String>> {
+    match maskdit_io::read_header(path)?.metadata.get(CLASSES_METADATA) {
+        None => Ok(Vec::new()),
+        Some(text) => {
+            serde_json::from_str(text).map_err(|e| checkpoint_error(path, format!("has unreadable class names ({e})")))
+        }
+    }
 }

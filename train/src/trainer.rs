@@ -233,6 +233,22 @@ impl Trainer {
             return Err(Error::Input("the dataset is empty".into()));
         }
         dataset.check(config.num_classes)?;
+        match (config.num_classes, dataset.labeled()) {
+            (0, true) => {
+                return Err(Error::Config(
+                    "the data has class labels but the model is unconditional (0 classes): give the model the data's \
+                     classes, or drop the labels on purpose to train an unconditional model"
+                        .into(),
+                ))
+            }
+            (classes, false) if classes > 0 => {
+                return Err(Error::Config(format!(
+                    "the data has no class labels but the model has {classes} classes: train an unconditional model \
+                     (0 classes) on it, or encode the images in one subfolder per class"
+                )))
+            }
+            _ => {}
+        }
         let mut rng = ChaCha12Rng::seed_from_u64(options.seed);
         let (model, ema) = match start {
             Start::Fresh => (TrainableModel::fresh(&config, &mut rng, device)?, None),
@@ -411,14 +427,14 @@ impl Trainer {
             }
             values.extend(example.values);
             if classes > 0 {
-                if example.label >= classes {
+                let label = example.label.ok_or_else(|| Error::Input(format!("example {index} has no label")))?;
+                if label >= classes {
                     return Err(Error::Input(format!(
-                        "example {index} has label {} but the model has {classes} classes",
-                        example.label
+                        "example {index} has label {label} but the model has {classes} classes"
                     )));
                 }
                 let dropped = rng.random::<f64>() < self.options.class_dropout_prob;
-                labels.push((!dropped).then_some(example.label));
+                labels.push((!dropped).then_some(label));
             }
             rnd_normal.push(Distribution::<f32>::sample(&StandardNormal, &mut rng));
             noise.extend((0..c * h * w).map(|_| Distribution::<f32>::sample(&StandardNormal, &mut rng)));

@@ -69,12 +69,12 @@ impl Dataset for LmdbDataset {
     fn check(&self, num_classes: usize) -> Result<()> {
         // The rest is checked as the examples stream in.
         let first = self.get(0, &mut <ChaCha12Rng as rand::SeedableRng>::seed_from_u64(0))?;
-        if num_classes > 0 && first.label >= num_classes {
+        if num_classes > 0 && first.label.is_some_and(|l| l >= num_classes) {
             return Err(lmdb_error(
                 &self.path,
                 format!(
                     "`y-0` is {} but the model has {num_classes} classes (labels 0..{})",
-                    first.label,
+                    first.label.unwrap_or_default(),
                     num_classes - 1
                 ),
             ));
@@ -88,6 +88,10 @@ impl Dataset for LmdbDataset {
 
     fn dims(&self) -> [usize; 3] {
         self.dims
+    }
+
+    fn labeled(&self) -> bool {
+        true
     }
 
     fn get(&self, index: usize, rng: &mut ChaCha12Rng) -> Result<Example> {
@@ -115,7 +119,7 @@ impl Dataset for LmdbDataset {
             .map_err(|e| lmdb_error(path, e))?
             .and_then(|b| std::str::from_utf8(b).ok()?.trim().parse::<usize>().ok())
             .ok_or_else(|| lmdb_error(path, format!("missing or non-decimal `y-{index}`")))?;
-        Ok(Example { values: sample_latent(&moments, self.latent_scale, rng)?, label })
+        Ok(Example { values: sample_latent(&moments, self.latent_scale, rng)?, label: Some(label) })
     }
 }
 

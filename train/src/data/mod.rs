@@ -1,10 +1,12 @@
-//! Training data: latents (or pixels) with class labels, read item by item.
+//! Training data: latents (or pixels), with or without class labels, read item by item.
 
 mod lmdb;
 mod shards;
+mod without_labels;
 
 pub use self::lmdb::{LmdbDataset, LmdbWriter};
 pub use shards::{write_shard, ShardDataset};
+pub use without_labels::WithoutLabels;
 
 use rand_chacha::ChaCha12Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -18,8 +20,8 @@ use crate::Result;
 pub struct Example {
     /// The values, channel-major.
     pub values: Vec<f32>,
-    /// The class index.
-    pub label: usize,
+    /// The class index (`None` in data without labels).
+    pub label: Option<usize>,
 }
 
 /// A source of training examples.
@@ -34,6 +36,9 @@ pub trait Dataset: Send {
 
     /// Shape `(C, H, W)` of an example.
     fn dims(&self) -> [usize; 3];
+
+    /// Whether the examples carry class labels.
+    fn labeled(&self) -> bool;
 
     /// Checks what can be checked before training starts, for a model with `num_classes`
     /// classes (0: unconditional): every label of data held in memory, the first example of

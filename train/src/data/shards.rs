@@ -1,6 +1,6 @@
-//! The toolkit's own data shards: safetensors files with `labels` `(N,)` and either `moments`
-//! `(N, 2C, H, W)` (latent distributions, sampled when read) or `images` `(N, C, H, W)` /
-//! `(N, H, W)` (u8 in 0…255 or float in [−1, 1]).
+//! The toolkit's own data shards: safetensors files with `labels` `(N,)` (absent in data
+//! without labels) and either `moments` `(N, 2C, H, W)` (latent distributions, sampled when
+//! read) or `images` `(N, C, H, W)` / `(N, H, W)` (u8 in 0…255 or float in [−1, 1]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,9 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct ShardDataset {
     values: Vec<f32>,
-    labels: Vec<usize>,
+    /// One per example; `None` for data without labels.
+    labels: Option<Vec<usize>>,
+    len: usize,
     dims: [usize; 3],
     per_item: usize,
     latent_scale: Option<f64>,
@@ -47,9 +49,19 @@ impl ShardDataset {
                             format!("holds {:?} examples, earlier shards {:?}", shard.dims, all.dims),
                         ));
                     }
-                    all.origins.push((path.clone(), all.labels.len()));
+                    all.origins.push((path.clone(), all.len));
                     all.values.extend(shard.values);
-                    all.labels.extend(shard.labels);
+                    all.len += shard.len;
+                    match (&mut all.labels, shard.labels) {
+                        (Some(labels), Some(more)) => labels.extend(more),
+                        (None, None) => {}
+                        (Some(_), None) => {
+                            return Err(shard_error(path, "has no `labels` but the shards before it have"));
+                        }
+                        (None, Some(_)) => {
+                            return Err(shard_error(path, "has `labels` but the shards before it have none"));
+                        }
+                    }
                 }
             }
         }
@@ -57,21 +69,28 @@ impl ShardDataset {
     }
 
     fn from_tensors(path: &Path, tensors: &HashMap<String, Tensor>, latent_scale: f64) -> Result<Self> {
-        let labels = tensors.get("labels").ok_or_else(|| shard_error(path, "has no `labels` tensor"))?;
-        let labels = labels
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1::<f64>()?
-            .into_iter()
-            .enumerate()
-            .map(|(row, label)| {
-                if label.is_finite() && label >= 0.0 && label.fract() == 0.0 && label < u32::MAX as f64 {
-                    Ok(label as usize)
-                } else {
-                    Err(shard_error(path, format!("example {row} has label {label}: labels are whole numbers from 0")))
-                }
+        let labels = tensors
+            .get("labels")
+            .map(|labels| -> Result<Vec<usize>> {
+                labels
+                    .to_dtype(DType::F64)?
+                    .flatten_all()?
+                    .to_vec1::<f64>()?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(row, label)| {
+                        if label.is_finite() && label >= 0.0 && label.fract() == 0.0 && label < u32::MAX as f64 {
+                            Ok(label as usize)
+                        } else {
+                            Err(shard_error(
+                                path,
+                                format!("example {row} has label {label}: labels are whole numbers from 0"),
+                            ))
+                        }
+                    })
+                    .collect()
             })
-            .collect::<Result<Vec<usize>>>()?;
+            .transpose()?;
         let (data, latent) = match (tensors.get("moments"), tensors.get("images")) {
             (Some(m), _) => (m.clone(), true),
             (None, Some(i)) => (i.clone(), false),
@@ -81,7 +100,7 @@ impl ShardDataset {
         let (n, c, h, w) = data
             .dims4()
             .map_err(|_| shard_error(path, format!("data of shape {:?} is not (N, C, H, W)", data.dims())))?;
-        if n != labels.len() {
+        if let Some(labels) = labels.as_ref().filter(|l| l.len() != n) {
             return Err(shard_error(path, format!("{n} examples but {} labels", labels.len())));
         }
         let is_u8 = data.dtype() == DType::U8;
@@ -113,21 +132,19 @@ impl ShardDataset {
             (c, None)
         };
         let origins = vec![(path.to_path_buf(), 0)];
-        Ok(Self { values, labels, dims: [channels, h, w], per_item: c * h * w, latent_scale, origins })
+        Ok(Self { values, labels, len: n, dims: [channels, h, w], per_item: c * h * w, latent_scale, origins })
     }
 
-    /// The largest label plus one.
+    /// The largest label plus one (0 without labels).
     pub fn num_classes(&self) -> usize {
-        self.labels.iter().max().map_or(0, |m| m + 1)
+        self.labels.as_ref().and_then(|l| l.iter().max()).map_or(0, |m| m + 1)
     }
 }
 
 impl Dataset for ShardDataset {
     fn check(&self, num_classes: usize) -> Result<()> {
-        if num_classes == 0 {
-            return Ok(());
-        }
-        let Some(index) = self.labels.iter().position(|&l| l >= num_classes) else { return Ok(()) };
+        let Some(labels) = self.labels.as_ref().filter(|_| num_classes > 0) else { return Ok(()) };
+        let Some(index) = labels.iter().position(|&l| l >= num_classes) else { return Ok(()) };
         let (path, first) = self.origins.iter().rev().find(|(_, first)| *first <= index).unwrap_or(&self.origins[0]);
         Err(shard_error(
             path,
@@ -135,40 +152,50 @@ impl Dataset for ShardDataset {
                 "example {} has label {} but the model has {num_classes} classes (labels 0..{}); check the data, or \
                  train a model with more classes",
                 index - first,
-                self.labels[index],
+                labels[index],
                 num_classes - 1
             ),
         ))
     }
 
     fn len(&self) -> usize {
-        self.labels.len()
+        self.len
     }
 
     fn dims(&self) -> [usize; 3] {
         self.dims
     }
 
+    fn labeled(&self) -> bool {
+        self.labels.is_some()
+    }
+
     fn get(&self, index: usize, rng: &mut ChaCha12Rng) -> Result<Example> {
         let raw = self
             .values
             .get(index * self.per_item..(index + 1) * self.per_item)
-            .ok_or_else(|| Error::Input(format!("example {index} of {}", self.labels.len())))?;
+            .ok_or_else(|| Error::Input(format!("example {index} of {}", self.len)))?;
         let values = match self.latent_scale {
             Some(scale) => sample_latent(raw, scale, rng)?,
             None => raw.to_vec(),
         };
-        Ok(Example { values, label: self.labels[index] })
+        Ok(Example { values, label: self.labels.as_ref().map(|l| l[index]) })
     }
 }
 
-/// Writes a shard: `moments` `(N, 2C, H, W)` or `images`, with `labels` `(N,)`, atomically.
-pub fn write_shard(path: &Path, data_name: &str, data: &Tensor, labels: &[usize]) -> Result<()> {
+/// Writes a shard: `moments` `(N, 2C, H, W)` or `images`, with `labels` `(N,)` unless the data
+/// has none, atomically.
+pub fn write_shard(path: &Path, data_name: &str, data: &Tensor, labels: Option<&[usize]>) -> Result<()> {
     if data_name != "moments" && data_name != "images" {
         return Err(Error::Input(format!("shard data must be `moments` or `images`, not `{data_name}`")));
     }
-    let labels = Tensor::from_vec(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), labels.len(), &Device::Cpu)?;
-    let tensors =
-        HashMap::from([(data_name.to_string(), data.to_device(&Device::Cpu)?), ("labels".to_string(), labels)]);
+    let mut tensors = HashMap::from([(data_name.to_string(), data.to_device(&Device::Cpu)?)]);
+    if let Some(labels) = labels {
+        if labels.len() != data.dim(0)? {
+            return Err(Error::Input(format!("{} labels for {} examples", labels.len(), data.dim(0)?)));
+        }
+        let values = labels.iter().map(|&l| l as i64).collect::<Vec<_>>();
+        tensors.insert("labels".to_string(), Tensor::from_vec(values, labels.len(), &Device::Cpu)?);
+    }
     Ok(maskdit::checkpoint::save(&tensors, path)?)
 }
