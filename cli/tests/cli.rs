@@ -7,29 +7,8 @@ use std::process::{Command, Output};
 use candle_core::{Device, Tensor};
 use maskdit_tests::{cases_of, CaseKind, Scratch};
 
-fn maskdit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_maskdit")).args(args).env("HF_HUB_OFFLINE", "1").output().expect("run maskdit")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = maskdit(args);
-    assert!(out.status.success(), "maskdit {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-/// Runs a command that must fail, and returns its stderr.
-fn fails(args: &[&str]) -> String {
-    let out = maskdit(args);
-    assert!(!out.status.success(), "maskdit {args:?} should have failed");
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(err.contains("error:"), "no error line for {args:?}: {err}");
-    assert!(!err.contains("panicked"), "maskdit {args:?} panicked: {err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{fails, maskdit, ok, s};
 
 fn tiny_model() -> PathBuf {
     cases_of(CaseKind::Model)[0].join("weights.safetensors")

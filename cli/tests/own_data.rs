@@ -2,35 +2,14 @@
 //! pixel shards → a fine-tune of the embedded MNIST model to new classes (with their names) or
 //! to an unconditional model → generation by class name → `list --classes`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
 use maskdit_tests::Scratch;
+use std::path::{Path, PathBuf};
 
-fn maskdit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_maskdit")).args(args).env("HF_HUB_OFFLINE", "1").output().expect("run maskdit")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = maskdit(args);
-    assert!(out.status.success(), "maskdit {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = maskdit(args);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "maskdit {args:?} should have failed:\n{err}");
-    assert!(err.contains("error:") && !err.contains("panicked"), "{args:?}: {err}");
-    err
-}
+mod common;
+use common::{fails, ok, s};
 
 fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn embedded() -> PathBuf {

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Tensor};
 use maskdit_tests::{relative_l2, Scratch};
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::s;
 
 fn digits() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist/digits.safetensors")
