@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{linear, Linear, Optimizer, VarBuilder, VarMap};
-use maskdit_sampler::{Denoiser, EdmOptions, Guided, SeededNoise};
+use maskdit_sampler::{Denoiser, EdmOptions, GuidanceInterval, Guided, SeededNoise};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
@@ -113,10 +113,17 @@ pub struct Verdict {
 }
 
 /// Samples `per_class` seeds of each of the 10 classes (seeds `1000·class + s`) with the EDM
-/// Heun sampler at `steps` and guidance `cfg`, and judges them. All samples are drawn in one
+/// Heun sampler at `steps` and guidance `cfg` (inside `interval` only, when given), and judges them. All samples are drawn in one
 /// batch: each image depends on its seed only, and one batch makes far fewer, larger calls.
-pub fn judge_model(judge: &Judge, model: &dyn Denoiser, steps: usize, cfg: f64, per_class: usize) -> Verdict {
-    let guided = Guided::new(model, cfg);
+pub fn judge_model(
+    judge: &Judge,
+    model: &dyn Denoiser,
+    steps: usize,
+    cfg: f64,
+    interval: Option<GuidanceInterval>,
+    per_class: usize,
+) -> Verdict {
+    let guided = Guided::new(model, cfg).with_interval(interval);
     let wanted: Vec<u32> = (0..10u32).flat_map(|class| std::iter::repeat_n(class, per_class)).collect();
     let seeds: Vec<u64> = (0..10u64).flat_map(|class| (0..per_class as u64).map(move |s| 1000 * class + s)).collect();
     let mut noise = SeededNoise::new(&seeds);

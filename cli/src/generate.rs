@@ -8,7 +8,7 @@ use clap::Args;
 use image::DynamicImage;
 use maskdit::{checkpoint, MaskDit, ModelConfig, WeightSet};
 use maskdit_sampler::{
-    DdpmOptions, Discretization, EdmOptions, Guided, Sampler, Scaling, Schedule, SeededNoise, Solver,
+    DdpmOptions, Discretization, EdmOptions, GuidanceInterval, Guided, Sampler, Scaling, Schedule, SeededNoise, Solver,
 };
 use maskdit_vae::Autoencoder;
 
@@ -36,6 +36,10 @@ pub struct GenerateArgs {
     /// Guidance scale (1 = off; default: the model's).
     #[arg(long)]
     cfg: Option<f64>,
+    /// Noise levels guidance applies to: `LOW:HIGH` (low < σ ≤ high) or `all` (default: the
+    /// model's; the official samplers guide at all).
+    #[arg(long)]
+    guidance_interval: Option<IntervalChoice>,
     /// The sampler: EDM's Heun sampler, the generalized EDM sampler (set --solver etc.), or
     /// ancestral DDPM.
     #[arg(long, value_enum, default_value_t = SamplerKind::Edm)]
@@ -118,6 +122,24 @@ pub struct GenerateArgs {
     launch: LaunchArgs,
 }
 
+/// What `--guidance-interval` says: every noise level, or a range of them.
+#[derive(Debug, Clone, Copy)]
+enum IntervalChoice {
+    All,
+    Range(GuidanceInterval),
+}
+
+impl std::str::FromStr for IntervalChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        if text == "all" {
+            return Ok(Self::All);
+        }
+        text.parse().map(Self::Range).map_err(|e: maskdit_sampler::Error| format!("{e} (or `all`)"))
+    }
+}
+
 /// The sampler families `--sampler` chooses from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum SamplerKind {
@@ -150,6 +172,8 @@ struct Loaded {
     decoder: Decoder,
     steps: usize,
     cfg: f64,
+    /// The model's default guidance interval (`None`: every noise level).
+    interval: Option<GuidanceInterval>,
     /// The model's own class names (recorded in its file; empty when it has none).
     class_names: Vec<String>,
 }
@@ -189,6 +213,10 @@ fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType)
     let name = args.model.clone().unwrap_or_else(|| registry.default_model.clone());
     let entry = registry.models.get(&name);
     let mut class_names = Vec::new();
+    let interval = match entry.and_then(|entry| entry.guidance_interval) {
+        Some([low, high]) => Some(GuidanceInterval::new(low, high).with_context(|| format!("registry entry {name}"))?),
+        None => None,
+    };
     let (model, default_vae, steps, cfg) = match entry {
         Some(entry) if entry.embedded => {
             (checkpoint::load_bytes(EMBEDDED_MNIST, dtype, device)?, None, entry.steps, entry.cfg)
@@ -230,7 +258,7 @@ fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType)
         Some(vae) => Decoder::Vae(Box::new(load_vae(registry, &vae, device, dtype)?)),
         None => Decoder::Pixels,
     };
-    Ok(Loaded { model, decoder, steps, cfg, class_names })
+    Ok(Loaded { model, decoder, steps, cfg, interval, class_names })
 }
 
 fn sampler(args: &GenerateArgs, steps: usize) -> Sampler {
@@ -365,7 +393,12 @@ fn generate(
         bail!("--cfg must be a non-negative number (1 = no guidance)");
     }
     let sampler = sampler(args, steps);
-    let guided = Guided::new(&loaded.model, cfg);
+    let interval = match args.guidance_interval {
+        Some(IntervalChoice::All) => None,
+        Some(IntervalChoice::Range(interval)) => Some(interval),
+        None => loaded.interval,
+    };
+    let guided = Guided::new(&loaded.model, cfg).with_interval(interval);
     let image_dims = [config.in_channels, config.input_size, config.input_size];
     let png = |seed: u64| args.out.join(format!("{seed:06}.png"));
     // Positions in the seed list: `--class` cycles over them, `--shard` splits them.

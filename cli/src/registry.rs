@@ -84,6 +84,8 @@ pub struct ModelEntry {
     pub steps: usize,
     /// Default guidance scale.
     pub cfg: f64,
+    /// Default noise levels `[low, high]` guidance applies to (absent: every level).
+    pub guidance_interval: Option<[f64; 2]>,
 }
 
 /// Training data: an LMDB folder in a Hub dataset repository.

@@ -570,6 +570,67 @@ fn fid_of_folders_statistics_and_npz_batches_agree() {
     assert!(err.contains("npz") || err.contains("arr_0"), "{err}");
 }
 
+/// The PNGs of `generate --class 2 --seeds 0-1 --steps 4 --cfg CFG EXTRA…`, by name.
+fn guided_digits(name: &str, cfg: &str, extra: &[&str]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let out = Scratch::new(name);
+    let mut args = vec!["generate", "--class", "2", "--seeds", "0-1", "--steps", "4", "--cfg", cfg, "--out", s(&out)];
+    args.extend_from_slice(extra);
+    ok(&args);
+    contents(&out)
+}
+
+#[test]
+fn guidance_interval_limits_guidance_to_its_noise_levels() {
+    let everywhere = guided_digits("interval-all", "3", &[]);
+    assert_eq!(everywhere.len(), 2);
+    // An interval holding every noise level of the schedule (σ ≤ 80) is guidance everywhere.
+    assert_eq!(guided_digits("interval-wide", "3", &["--guidance-interval", "0:100"]), everywhere);
+    // One holding none of them is no guidance at all.
+    let unguided = guided_digits("interval-none", "3", &["--guidance-interval", "100:200"]);
+    assert_eq!(unguided, guided_digits("interval-cfg1", "1", &[]));
+    // σ ≤ 3 holds only the last two of the 4 levels (80, 9.8, 0.48, 0.002): neither of the above.
+    let low = guided_digits("interval-low", "3", &["--guidance-interval", "0:3"]);
+    assert!(low != everywhere && low != unguided);
+    for (value, expected) in [("3:1", "0 ≤ low < high"), ("0-3", "LOW:HIGH"), ("some", "or `all`")] {
+        let err = fails(&["generate", "--guidance-interval", value, "--out", "unused"]);
+        assert!(err.contains("invalid value") && err.contains(expected), "{value}: {err}");
+    }
+
+    // A registry entry's `guidance_interval` is the model's default; --guidance-interval all
+    // overrides it; a bad one is reported.
+    let dir = Scratch::new("interval-registry");
+    let registry = std::fs::read_to_string(workspace().join("weights.toml")).unwrap();
+    let with_interval = |bounds: &str| {
+        let text = registry.replacen("cfg = 1.3\n", &format!("cfg = 1.3\nguidance_interval = {bounds}\n"), 1);
+        assert_ne!(text, registry, "weights.toml's mnist entry no longer reads `cfg = 1.3`");
+        let path = dir.join(format!("registry {bounds}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let run = |registry: &Path, name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut args =
+            vec!["generate", "--class", "2", "--seeds", "0-1", "--steps", "4", "--cfg", "3", "--out", s(&out)];
+        args.extend_from_slice(extra);
+        let result = Command::new(env!("CARGO_BIN_EXE_maskdit"))
+            .args(&args)
+            .env("HF_HUB_OFFLINE", "1")
+            .env("MASKDIT_REGISTRY", registry)
+            .output()
+            .unwrap();
+        (result, out)
+    };
+    let (result, out) = run(&with_interval("[0.0, 3.0]"), "default", &[]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert_eq!(contents(&out), low);
+    let (result, out) = run(&with_interval("[0.0, 3.0]"), "overridden", &["--guidance-interval", "all"]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert_eq!(contents(&out), everywhere);
+    let (result, _) = run(&with_interval("[3.0, 1.0]"), "bad", &[]);
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success() && err.contains("registry entry mnist") && err.contains("low < high"), "{err}");
+}
+
 #[test]
 fn shards_split_a_run_and_resume_skips_what_is_written() {
     let whole = Scratch::new("shards-whole");

@@ -30,7 +30,7 @@ pub use ddpm::DdpmOptions;
 pub use denoiser::{per_sample_sigma, Denoiser};
 pub use edm::{Discretization, EdmOptions, Solver};
 pub use error::{Error, Result};
-pub use guidance::Guided;
+pub use guidance::{GuidanceInterval, Guided};
 pub use noise::{NoiseSource, RecordedNoise, SeededNoise};
 pub use schedule::{Scaling, Schedule, VpParams};
 pub use step::Step;

@@ -1,8 +1,9 @@
 //! Judges an MNIST model's samples over a grid of sampler settings, to choose its defaults.
-//! Usage: cargo run --release -p maskdit-tests --example mnist_sweep -- FILE [STEPS,..] [CFG,..] [PER_CLASS]
+//! Usage: cargo run --release -p maskdit-tests --example mnist_sweep -- FILE [STEPS,..] [CFG,..] [PER_CLASS] [LOW:HIGH,..]
 
 use candle_core::{DType, Device};
 use maskdit::{checkpoint, WeightSet};
+use maskdit_sampler::GuidanceInterval;
 use maskdit_tests::mnist_judge::{judge_model, Judge};
 
 fn list<T: std::str::FromStr>(arg: Option<&String>, default: &str) -> Vec<T> {
@@ -11,21 +12,39 @@ fn list<T: std::str::FromStr>(arg: Option<&String>, default: &str) -> Vec<T> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let path = std::path::PathBuf::from(args.get(1).expect("usage: mnist_sweep FILE [STEPS,..] [CFG,..] [PER_CLASS]"));
+    let path = std::path::PathBuf::from(
+        args.get(1).expect("usage: mnist_sweep FILE [STEPS,..] [CFG,..] [PER_CLASS] [LOW:HIGH,..]"),
+    );
     let steps: Vec<usize> = list(args.get(2), "18");
     let cfgs: Vec<f64> = list(args.get(3), "1.0,1.5,2.0,3.0");
     let per_class: usize = args.get(4).map(|v| v.parse().expect("a number")).unwrap_or(20);
+    // Guidance intervals `LOW:HIGH` (noise levels); `all` guides at every level.
+    let intervals: Vec<Option<GuidanceInterval>> = args
+        .get(5)
+        .map(String::as_str)
+        .unwrap_or("all")
+        .split(',')
+        .map(|v| {
+            v.split_once(':').map(|(low, high)| {
+                GuidanceInterval::new(low.parse().expect("a number"), high.parse().expect("a number"))
+                    .expect("an interval")
+            })
+        })
+        .collect();
     let config = checkpoint::read_config(&path).unwrap().expect("a toolkit checkpoint (with its architecture)");
     let model = checkpoint::load(&path, &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap();
     let (judge, real_accuracy) = Judge::train();
     println!("judge reads {real_accuracy:.4} of held-out real digits");
     for &s in &steps {
         for &cfg in &cfgs {
-            let v = judge_model(&judge, &model, s, cfg, per_class);
-            println!(
-                "steps {s:>3} cfg {cfg:>4.2}: accuracy {:.4}, feature distance {:.3} (real-vs-real {:.3})",
-                v.accuracy, v.distance, v.real_distance
-            );
+            for &interval in &intervals {
+                let v = judge_model(&judge, &model, s, cfg, interval, per_class);
+                let range = interval.map_or("all".to_string(), |i| format!("{}:{}", i.low, i.high));
+                println!(
+                    "steps {s:>3} cfg {cfg:>4.2} σ {range:>9}: accuracy {:.4}, feature distance {:.3} (real-vs-real {:.3})",
+                    v.accuracy, v.distance, v.real_distance
+                );
+            }
         }
     }
 }

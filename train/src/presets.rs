@@ -131,10 +131,10 @@ pub fn preset(name: &str) -> Result<TrainPreset> {
         },
         "mnist-finetune" => TrainPreset {
             config: mnist_config(),
-            options: TrainOptions { ema_decay: 0.995, p_mean: MNIST_P_MEAN, ..options(128, 5e-4, 0.0, 0.1, 1500) },
+            options: TrainOptions { ema_decay: 0.995, p_mean: MNIST_P_MEAN, ..options(128, 5e-4, 0.0, 0.1, 2000) },
             checkpoint_every: 250,
             per_gpu_batch: 128,
-            description: "the embedded MNIST model, unmasked fine-tune (mask 0, lr 5e-4, 1500 steps, P_mean -0.6)",
+            description: "the embedded MNIST model, unmasked fine-tune (mask 0, lr 5e-4, 2000 steps, P_mean -0.6)",
         },
         other => {
             return Err(Error::Config(format!("unknown training preset `{other}`; try one of {}", PRESET_NAMES.join(", "))))
