@@ -113,8 +113,9 @@ pub struct Verdict {
 }
 
 /// Samples `per_class` seeds of each of the 10 classes (seeds `1000·class + s`) with the EDM
-/// Heun sampler at `steps` and guidance `cfg` (inside `interval` only, when given), and judges them. All samples are drawn in one
-/// batch: each image depends on its seed only, and one batch makes far fewer, larger calls.
+/// Heun sampler at `steps` and guidance `cfg` (inside `interval` only, when given), and judges
+/// them. All samples are drawn in one batch: each image depends on its seed only, and one batch
+/// makes far fewer, larger calls.
 pub fn judge_model(
     judge: &Judge,
     model: &dyn Denoiser,

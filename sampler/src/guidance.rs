@@ -80,11 +80,6 @@ impl<D: Denoiser> Guided<D> {
     pub fn scale(&self) -> f64 {
         self.scale
     }
-
-    /// The noise levels guidance applies to (`None`: all).
-    pub fn interval(&self) -> Option<GuidanceInterval> {
-        self.interval
-    }
 }
 
 impl<D: Denoiser> Denoiser for Guided<D> {
@@ -107,15 +102,18 @@ impl<D: Denoiser> Denoiser for Guided<D> {
         }
         let batch = x.dim(0)?;
         let sigma = per_sample_sigma(sigma, batch)?;
-        let scales: Vec<f32> = match self.interval {
-            None => vec![self.scale as f32; batch],
-            Some(interval) => sigma
-                .to_vec1::<f32>()?
-                .into_iter()
-                .map(|s| if interval.contains(s as f64) { self.scale as f32 } else { 1.0 })
-                .collect(),
+        // With an interval: each sample's scale (1 outside it).
+        let scales: Option<Vec<f32>> = match self.interval {
+            None => None,
+            Some(interval) => Some(
+                sigma
+                    .to_vec1::<f32>()?
+                    .into_iter()
+                    .map(|s| if interval.contains(s as f64) { self.scale as f32 } else { 1.0 })
+                    .collect(),
+            ),
         };
-        if scales.iter().all(|&s| s == 1.0) {
+        if scales.as_ref().is_some_and(|scales| scales.iter().all(|&s| s == 1.0)) {
             return self.inner.denoise(x, &sigma, Some(labels));
         }
         let both = self.inner.denoise(
@@ -125,13 +123,16 @@ impl<D: Denoiser> Denoiser for Guided<D> {
         )?;
         let cond = both.narrow(0, 0, batch)?;
         let uncond = both.narrow(0, batch, batch)?;
-        if self.interval.is_none() {
-            return Ok((&uncond + ((cond - &uncond)? * self.scale)?)?);
-        }
-        let mut scale_shape = vec![1; x.rank()];
-        scale_shape[0] = batch;
-        let scales = Tensor::from_vec(scales, scale_shape, x.device())?.to_dtype(cond.dtype())?;
-        Ok((&uncond + (cond - &uncond)?.broadcast_mul(&scales)?)?)
+        let guidance = match scales {
+            None => ((cond - &uncond)? * self.scale)?,
+            Some(scales) => {
+                let mut shape = vec![1; x.rank()];
+                shape[0] = batch;
+                let scales = Tensor::from_vec(scales, shape, x.device())?.to_dtype(cond.dtype())?;
+                (cond - &uncond)?.broadcast_mul(&scales)?
+            }
+        };
+        Ok((&uncond + guidance)?)
     }
 }
 

@@ -24,12 +24,7 @@ fn main() {
         .map(String::as_str)
         .unwrap_or("all")
         .split(',')
-        .map(|v| {
-            v.split_once(':').map(|(low, high)| {
-                GuidanceInterval::new(low.parse().expect("a number"), high.parse().expect("a number"))
-                    .expect("an interval")
-            })
-        })
+        .map(|v| (v != "all").then(|| v.parse().expect("an interval LOW:HIGH or `all`")))
         .collect();
     let config = checkpoint::read_config(&path).unwrap().expect("a toolkit checkpoint (with its architecture)");
     let model = checkpoint::load(&path, &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap();
@@ -39,7 +34,7 @@ fn main() {
         for &cfg in &cfgs {
             for &interval in &intervals {
                 let v = judge_model(&judge, &model, s, cfg, interval, per_class);
-                let range = interval.map_or("all".to_string(), |i| format!("{}:{}", i.low, i.high));
+                let range = interval.map_or("all".to_string(), |i| i.to_string());
                 println!(
                     "steps {s:>3} cfg {cfg:>4.2} σ {range:>9}: accuracy {:.4}, feature distance {:.3} (real-vs-real {:.3})",
                     v.accuracy, v.distance, v.real_distance
