@@ -8,7 +8,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::reduce::sum_leading;
-use super::{contiguous_slice, fused_applies};
+use super::{contiguous_slice, fused_applies, output};
 
 /// `x · weightᵀ (+ bias)` for `x` `(rows, in)`, `weight` `(out, in)` and `bias` `(out)`;
 /// differentiable.
@@ -96,10 +96,8 @@ impl CustomOp3 for LinearWithBias {
         if bias.len() != out {
             bail!("{}: bias {:?} for weight {:?}", self.name(), l3.shape(), l2.shape());
         }
-        let mut dst = Vec::with_capacity(rows * out);
-        for _ in 0..rows {
-            dst.extend_from_slice(bias);
-        }
+        // Each row starts as the bias, laid out on the worker pool.
+        let mut dst = output(rows * out, out, |_, row| row.copy_from_slice(bias));
         // SAFETY: dst is (rows, out) row-major, x (rows, inner) row-major, and weightᵀ is the
         // (inner, out) view of the row-major (out, inner) weight; all live across the call.
         unsafe {

@@ -53,44 +53,56 @@ pub(crate) fn contiguous_slice<'a>(
 /// Fills `out` chunk by chunk (`chunk_len` elements each, the last one possibly shorter) with
 /// `fill(chunk_index, chunk)`, on candle's CPU worker pool when `out` is large.
 pub(crate) fn fill_chunks(out: &mut [f32], chunk_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
-    if out.len() < PARALLEL_MIN_ELEMENTS || chunk_len == 0 {
-        wide(|| {
-            for (index, chunk) in out.chunks_mut(chunk_len.max(1)).enumerate() {
-                fill(index, chunk);
-            }
-        });
-        return;
-    }
+    for_each_chunk(out, chunk_len, fill);
+}
+
+/// [`fill_chunks`] for any element type.
+fn for_each_chunk<T: Send>(out: &mut [T], chunk_len: usize, fill: impl Fn(usize, &mut [T]) + Sync) {
+    let chunk_len = chunk_len.max(1);
     let total = out.len();
-    let chunks = total.div_ceil(chunk_len);
     let base = SharedMut(out.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(chunks, |range| {
+    // The one place `fill` is called, so that it is inlined into the vectorised loop.
+    let fill_range = |range: std::ops::Range<usize>| {
         let start = range.start * chunk_len;
         let end = (range.end * chunk_len).min(total);
-        // SAFETY: `execute_chunked` hands out disjoint ranges of chunk indices, so the element
-        // ranges `start..end` are disjoint, in bounds of `out`, and `out` outlives the call.
+        // SAFETY: callers pass disjoint ranges of chunk indices (all of them, or those
+        // `execute_chunked` hands out), so `start..end` is in bounds of `out`, touched by no
+        // other task, and `out` outlives the call.
         let part = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
         wide(|| {
             for (offset, chunk) in part.chunks_mut(chunk_len).enumerate() {
                 fill(range.start + offset, chunk);
             }
         });
-    });
+    };
+    let chunks = total.div_ceil(chunk_len);
+    if total < PARALLEL_MIN_ELEMENTS {
+        fill_range(0..chunks);
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(chunks, fill_range);
+    }
 }
 
 /// A raw pointer that worker threads may share, each writing a disjoint part of its memory.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedMut(pub(crate) *mut f32);
+pub(crate) struct SharedMut<T = f32>(pub(crate) *mut T);
+
+impl<T> Clone for SharedMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SharedMut<T> {}
 
 // SAFETY: a `SharedMut` is only created over a buffer that outlives the parallel section it is
 // used in, and every user writes through it to parts no other task touches.
-unsafe impl Send for SharedMut {}
+unsafe impl<T: Send> Send for SharedMut<T> {}
 // SAFETY: as for `Send`: no two tasks access the same elements.
-unsafe impl Sync for SharedMut {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
 
-impl SharedMut {
+impl<T> SharedMut<T> {
     /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
-    pub(crate) fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut T {
         self.0
     }
 }
@@ -111,7 +123,7 @@ fn map_rows(
 ) -> candle_core::Result<(CpuStorage, candle_core::Shape)> {
     let x = contiguous_slice(storage, layout, op)?;
     let out = output(x.len(), row_len, |row, out| f(&x[row * row_len..row * row_len + out.len()], out));
-    Ok((out, layout.shape().clone()))
+    Ok((CpuStorage::F32(out), layout.shape().clone()))
 }
 
 /// As [`map_rows`] for two contiguous f32 tensors of one shape: `f(a_row, b_row, output_row)`.
@@ -130,14 +142,22 @@ fn map_row_pairs(
         let range = row * row_len..row * row_len + out.len();
         f(&a[range.clone()], &b[range], out)
     });
-    Ok((out, l1.shape().clone()))
+    Ok((CpuStorage::F32(out), l1.shape().clone()))
 }
 
-/// Output buffer of `len` f32 elements, filled by [`fill_chunks`].
-fn output(len: usize, chunk_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> CpuStorage {
-    let mut out = vec![0f32; len];
-    fill_chunks(&mut out, chunk_len, fill);
-    CpuStorage::F32(out)
+/// Output buffer of `len` f32 elements, filled by `fill(chunk_index, chunk)` as in
+/// [`fill_chunks`]; each chunk is zeroed just before, by the thread that fills it.
+fn output(len: usize, chunk_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    for_each_chunk(&mut out.spare_capacity_mut()[..len], chunk_len, |index, chunk| {
+        chunk.fill(std::mem::MaybeUninit::new(0.0));
+        // SAFETY: every element of `chunk` was initialised just above.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast::<f32>(), chunk.len()) };
+        fill(index, chunk);
+    });
+    // SAFETY: the chunks cover `0..len`, and each was initialised.
+    unsafe { out.set_len(len) };
+    out
 }
 
 #[cfg(test)]

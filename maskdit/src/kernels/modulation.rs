@@ -60,7 +60,7 @@ impl CustomOp3 for Modulate {
                 *y = v * (1.0 + a) + b;
             }
         });
-        Ok((out, l1.shape().clone()))
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
     fn bwd(
@@ -107,7 +107,7 @@ impl CustomOp3 for GatedResidual {
                 *y = v + u * g;
             }
         });
-        Ok((out, l1.shape().clone()))
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
     fn bwd(
@@ -155,7 +155,7 @@ impl CustomOp2 for ScaleTokens {
                 *y = v * (f + self.offset);
             }
         });
-        Ok((out, l1.shape().clone()))
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 

@@ -13,7 +13,7 @@ const COLUMN_BLOCK: usize = 64;
 /// buffer of `outer · inner`.
 fn sum_middle(a: &[f32], b: Option<&[f32]>, outer: usize, middle: usize, inner: usize) -> CpuStorage {
     let chunk = if outer > 1 { inner } else { COLUMN_BLOCK.min(inner.max(1)) };
-    output(outer * inner, chunk, |index, acc| {
+    let sums = output(outer * inner, chunk, |index, acc| {
         let first = index * chunk;
         let (o, i0) = (first / inner, first % inner);
         for m in 0..middle {
@@ -33,7 +33,8 @@ fn sum_middle(a: &[f32], b: Option<&[f32]>, outer: usize, middle: usize, inner: 
                 }
             }
         }
-    })
+    });
+    CpuStorage::F32(sums)
 }
 
 /// Splits a shape into `(outer, middle, inner)` around axis `axis`.
