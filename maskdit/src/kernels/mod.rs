@@ -52,12 +52,7 @@ pub(crate) fn contiguous_slice<'a>(
 
 /// Fills `out` chunk by chunk (`chunk_len` elements each, the last one possibly shorter) with
 /// `fill(chunk_index, chunk)`, on candle's CPU worker pool when `out` is large.
-pub(crate) fn fill_chunks(out: &mut [f32], chunk_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
-    for_each_chunk(out, chunk_len, fill);
-}
-
-/// [`fill_chunks`] for any element type.
-fn for_each_chunk<T: Send>(out: &mut [T], chunk_len: usize, fill: impl Fn(usize, &mut [T]) + Sync) {
+pub(crate) fn fill_chunks<T: Send>(out: &mut [T], chunk_len: usize, fill: impl Fn(usize, &mut [T]) + Sync) {
     let chunk_len = chunk_len.max(1);
     let total = out.len();
     let base = SharedMut(out.as_mut_ptr());
@@ -149,7 +144,7 @@ fn map_row_pairs(
 /// [`fill_chunks`]; each chunk is zeroed just before, by the thread that fills it.
 fn output(len: usize, chunk_len: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
     let mut out = Vec::with_capacity(len);
-    for_each_chunk(&mut out.spare_capacity_mut()[..len], chunk_len, |index, chunk| {
+    fill_chunks(&mut out.spare_capacity_mut()[..len], chunk_len, |index, chunk| {
         chunk.fill(std::mem::MaybeUninit::new(0.0));
         // SAFETY: every element of `chunk` was initialised just above.
         let chunk = unsafe { std::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast::<f32>(), chunk.len()) };
