@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use maskdit::{checkpoint, Error, Mask, ModelConfig, WeightSet};
-use maskdit_tests::{cases_of, get, load, relative_l2, CaseKind, Scratch};
+use maskdit_tests::{cases_of, get, load, relative_l2, CaseKind, Scratch, SeededTensors};
 
 fn first_case() -> (PathBuf, ModelConfig) {
     let case = cases_of(CaseKind::Model).into_iter().next().expect("a model case");
@@ -94,18 +94,73 @@ fn wrong_architecture_is_rejected() {
     assert!(matches!(err, Error::MissingKey { .. }), "{err}");
 }
 
+/// The first case's EMA weights in f32, f16 and bf16, and the inputs of its forward reference.
+struct ReducedPrecision {
+    models: [maskdit::MaskDit; 3],
+    refs: HashMap<String, Tensor>,
+}
+
+impl ReducedPrecision {
+    fn new() -> Self {
+        let (case, config) = first_case();
+        let load_as = |dtype| {
+            checkpoint::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, dtype, &Device::Cpu).unwrap()
+        };
+        let models = [load_as(DType::F32), load_as(DType::F16), load_as(DType::BF16)];
+        Self { models, refs: load(&case.join("forward.safetensors")) }
+    }
+
+    /// Relative errors of the f16 and bf16 outputs against the f32 model's, on the reference
+    /// input with its latents replaced by ones drawn from `seed` (same scale), or on the
+    /// reference input itself when `seed` is `None`.
+    fn errors(&self, seed: Option<u64>) -> [f64; 2] {
+        let x = get(&self.refs, "x");
+        let x = match seed {
+            Some(seed) => {
+                let scale = x.sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+                SeededTensors::new(seed).normal(0.0, scale, x.dims())
+            }
+            None => x.clone(),
+        };
+        let (sigma, labels) = (get(&self.refs, "sigma"), get(&self.refs, "labels"));
+        let out = |model: &maskdit::MaskDit| {
+            let out = model.denoise(&x, sigma, Some(labels)).unwrap();
+            assert_eq!(out.dtype(), DType::F32, "{:?} model's output", model.dtype());
+            out
+        };
+        let want = out(&self.models[0]);
+        [relative_l2(&out(&self.models[1]), &want), relative_l2(&out(&self.models[2]), &want)]
+    }
+}
+
+// Budgets: 1.5× the worst of 1,000 seeds, rounded up (`reduced_precision_spread_over_seeds`,
+// measured 2026-11-30): f16 worst 2.20e-4, 99.9th 2.13e-4; bf16 worst 1.74e-3, 99.9th 1.71e-3.
+// The reference input reads 1.72e-4 (f16) and 1.30e-3 (bf16).
+const F16_INFERENCE_BUDGET: f64 = 3.3e-4;
+const BF16_INFERENCE_BUDGET: f64 = 2.7e-3;
+
 #[test]
 fn reduced_precision_inference_stays_close() {
-    let (case, config) = first_case();
-    let refs = load(&case.join("forward.safetensors"));
-    for dtype in [DType::F16, DType::BF16] {
-        let model =
-            checkpoint::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, dtype, &Device::Cpu).unwrap();
-        assert_eq!(model.dtype(), dtype);
-        let out = model.denoise(get(&refs, "x"), get(&refs, "sigma"), Some(get(&refs, "labels"))).unwrap();
-        assert_eq!(out.dtype(), DType::F32);
-        let err = relative_l2(&out, get(&refs, "out"));
-        assert!(err < 2e-2, "{dtype:?}: relative error {err}");
+    let check = ReducedPrecision::new();
+    assert_eq!(check.models.each_ref().map(|m| m.dtype()), [DType::F32, DType::F16, DType::BF16]);
+    for seed in [None, Some(0), Some(1), Some(2)] {
+        let [f16, bf16] = check.errors(seed);
+        assert!(f16 <= F16_INFERENCE_BUDGET, "input {seed:?}: f16 relative error {f16:.3e}");
+        assert!(bf16 <= BF16_INFERENCE_BUDGET, "input {seed:?}: bf16 relative error {bf16:.3e}");
+    }
+}
+
+/// The spread the reduced-precision budgets come from, over seeds 0..1000:
+/// `cargo test -p maskdit-tests --test checkpoint -- --ignored --nocapture reduced_precision_spread`.
+#[test]
+#[ignore = "a measurement that sets the f16/bf16 budgets; prints, asserts nothing"]
+fn reduced_precision_spread_over_seeds() {
+    let check = ReducedPrecision::new();
+    let errors: Vec<[f64; 2]> = (0..1000).map(|seed| check.errors(Some(seed))).collect();
+    for (i, name) in ["f16", "bf16"].into_iter().enumerate() {
+        let values: Vec<f64> = errors.iter().map(|e| e[i]).collect();
+        let (worst, quantile) = maskdit_tests::worst_and_quantile(&values, 0.999);
+        println!("{name}: worst {worst:.3e}, 99.9th {quantile:.3e}; reference input {:.3e}", check.errors(None)[i]);
     }
 }
 
@@ -122,8 +177,7 @@ fn random_mask_keeps_the_right_tokens() {
     assert!(removed.iter().all(|&r| r as usize == length - length / 2));
     let again = Mask::from_ids(mask.ids_keep(), mask.ids_restore()).unwrap();
     assert_eq!(again.binary().to_vec2::<f32>().unwrap(), mask.binary().to_vec2::<f32>().unwrap());
-    let x =
-        Tensor::randn(0f32, 1.0, (5, config.in_channels, config.input_size, config.input_size), &Device::Cpu).unwrap();
+    let x = SeededTensors::new(1).normal(0.0, 1.0, (5, config.in_channels, config.input_size, config.input_size));
     let sigma = Tensor::new(1.0f32, &Device::Cpu).unwrap();
     let out = model.denoise_train(&x, &sigma, None, Some(&mask)).unwrap();
     assert_eq!(out.dims(), x.dims());
@@ -159,7 +213,7 @@ fn unconditional_model_runs_and_rejects_labels() {
     let mut rng = <rand_chacha::ChaCha12Rng as rand::SeedableRng>::seed_from_u64(3);
     let trainable = maskdit_train::TrainableModel::fresh(&config, &mut rng, &Device::Cpu).unwrap();
     let model = trainable.model();
-    let x = Tensor::randn(0f32, 1.0, (2, 4, 16, 16), &Device::Cpu).unwrap();
+    let x = SeededTensors::new(2).normal(0.0, 1.0, (2, 4, 16, 16));
     let sigma = Tensor::new(&[0.5f32, 3.0], &Device::Cpu).unwrap();
     let out = model.denoise(&x, &sigma, None).unwrap();
     assert_eq!(out.dims(), x.dims());

@@ -121,19 +121,7 @@ pub fn scalar(map: &HashMap<String, Tensor>, key: &str) -> f64 {
     get(map, key).to_dtype(DType::F64).and_then(|t| t.flatten_all()?.get(0)?.to_scalar::<f64>()).expect("scalar")
 }
 
-/// ‖got − want‖₂ / ‖want‖₂ (or the absolute norm when `want` is zero), in f64.
-pub fn relative_l2(got: &Tensor, want: &Tensor) -> f64 {
-    assert_eq!(got.dims(), want.dims(), "shape mismatch");
-    let on_cpu = |t: &Tensor| t.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.flatten_all();
-    let (got, want) = (on_cpu(got).expect("f64"), on_cpu(want).expect("f64"));
-    let diff = (&got - &want).and_then(|d| d.sqr()?.sum_all()?.to_scalar::<f64>()).expect("norm").sqrt();
-    let norm = want.sqr().and_then(|d| d.sum_all()?.to_scalar::<f64>()).expect("norm").sqrt();
-    if norm == 0.0 {
-        diff
-    } else {
-        diff / norm
-    }
-}
+pub use maskdit_testkit::{relative_l2, worst_and_quantile, SeededTensors};
 
 /// Panics with a message naming `what` when the relative L2 error exceeds `tolerance` (on the
 /// CPU; see [`tolerance`] for other devices).

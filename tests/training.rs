@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use maskdit::ModelConfig;
-use maskdit_tests::Scratch;
+use maskdit_tests::{worst_and_quantile, Scratch, SeededTensors};
 use maskdit_train::data::{write_shard, Dataset, LmdbDataset, LmdbWriter, ShardDataset};
 use maskdit_train::{Error, Precision, Start, TrainOptions, Trainer};
 use rand::SeedableRng;
@@ -40,9 +40,9 @@ fn options(max_steps: u64) -> TrainOptions {
     }
 }
 
-/// A shard of 10 random latent distributions (moments) with labels.
-fn shard(dir: &std::path::Path) -> PathBuf {
-    let moments = Tensor::randn(0f32, 1.0, (10, 8, 8, 8), &Device::Cpu).unwrap();
+/// A shard of 10 random latent distributions (moments) with labels, drawn from `seed`.
+fn shard(dir: &std::path::Path, seed: u64) -> PathBuf {
+    let moments = SeededTensors::new(seed).normal(0.0, 1.0, (10, 8, 8, 8));
     let labels: Vec<usize> = (0..10).map(|i| i % 5).collect();
     let path = dir.join("shard-000.safetensors");
     write_shard(&path, "moments", &moments, Some(&labels)).unwrap();
@@ -56,7 +56,7 @@ fn bits(t: &Tensor) -> Vec<u32> {
 #[test]
 fn interrupted_and_resumed_run_is_bit_identical() {
     let dir = Scratch::new("resume");
-    let data = shard(&dir);
+    let data = shard(&dir, 1);
     let open = || -> Box<dyn Dataset> { Box::new(ShardDataset::open(std::slice::from_ref(&data), 0.18215).unwrap()) };
     let mut whole = Trainer::new(tiny_config(), options(5), open(), Start::Fresh, &Device::Cpu).unwrap();
     let mut losses = Vec::new();
@@ -96,13 +96,16 @@ fn interrupted_and_resumed_run_is_bit_identical() {
     assert!(model.is_ok(), "{:?}", model.err());
 }
 
-#[test]
-fn bf16_mixed_precision_tracks_f32_training_on_f32_master_weights() {
-    let dir = Scratch::new("bf16");
-    let data = shard(&dir);
+/// Three steps in bf16 against three in f32 from the same start, on a shard drawn from `seed`
+/// and with the trainer seeded by `seed`: the largest relative difference of a step's loss,
+/// and the relative L2 difference of the weights' updates. Also checks that the bf16 run's
+/// master weights stay f32 and that the f32 run moved.
+fn bf16_against_f32(seed: u64) -> (f64, f64) {
+    let dir = Scratch::new(&format!("bf16-{seed}"));
+    let data = shard(&dir, seed);
     let open = || -> Box<dyn Dataset> { Box::new(ShardDataset::open(std::slice::from_ref(&data), 0.18215).unwrap()) };
     let run = |precision| {
-        let options = TrainOptions { precision, ..options(3) };
+        let options = TrainOptions { precision, seed, ..options(3) };
         let mut trainer = Trainer::new(tiny_config(), options, open(), Start::Fresh, &Device::Cpu).unwrap();
         let start = trainer.model().weights().unwrap();
         let losses: Vec<f64> = (0..3).map(|_| trainer.train_step().unwrap().loss).collect();
@@ -110,22 +113,46 @@ fn bf16_mixed_precision_tracks_f32_training_on_f32_master_weights() {
     };
     let (start, f32_weights, f32_losses) = run(Precision::F32);
     let (_, bf16_weights, bf16_losses) = run(Precision::Bf16);
-    for (a, b) in f32_losses.iter().zip(&bf16_losses) {
-        assert!((a - b).abs() <= 0.05 * a.abs(), "losses f32 {f32_losses:?} vs bf16 {bf16_losses:?}");
-    }
-    // Master weights stay f32 and take updates close to the f32 run's.
-    let (mut moved, mut diff) = (0f32, 0f32);
+    let losses = f32_losses.iter().zip(&bf16_losses).map(|(a, b)| (a - b).abs() / a.abs()).fold(0.0, f64::max);
+    let (mut moved, mut diff) = (0f64, 0f64);
     for (name, w) in &bf16_weights {
         assert_eq!(w.dtype(), DType::F32, "{name} is not f32");
         let update_f32 = (&f32_weights[name] - &start[name]).unwrap();
         let update_bf16 = (w - &start[name]).unwrap();
-        moved += update_f32.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-        diff += (&update_bf16 - &update_f32).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let sum_sq = |t: Tensor| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+        moved += sum_sq(update_f32.clone());
+        diff += sum_sq((&update_bf16 - &update_f32).unwrap());
     }
     assert!(moved > 0.0, "the f32 run did not move");
-    let updates = (diff / moved).sqrt();
-    eprintln!("bf16 vs f32: relative difference of 3 steps' updates {updates:.3e}");
-    assert!(updates < 0.25, "bf16 updates differ from f32 ones by {updates}");
+    (losses, (diff / moved).sqrt())
+}
+
+// Budgets: 1.5× the worst of 1,000 seeds, rounded up (`bf16_training_spread_over_seeds`,
+// measured 2026-11-30): a step's loss worst 6.54e-6, 99.9th 6.45e-6 (small because a fresh
+// adaLN-Zero network outputs zero, so the early losses hardly depend on the network); the
+// updates worst 1.354e-1, 99.9th 1.328e-1.
+const BF16_LOSS_BUDGET: f64 = 1e-5;
+const BF16_UPDATE_BUDGET: f64 = 0.21;
+
+#[test]
+fn bf16_mixed_precision_tracks_f32_training_on_f32_master_weights() {
+    for seed in 0..3 {
+        let (losses, updates) = bf16_against_f32(seed);
+        eprintln!("seed {seed}: bf16 vs f32 losses within {losses:.3e}, updates {updates:.3e}");
+        assert!(losses <= BF16_LOSS_BUDGET, "seed {seed}: a bf16 loss differs from f32 by {losses:.3e}");
+        assert!(updates <= BF16_UPDATE_BUDGET, "seed {seed}: bf16 updates differ from f32 ones by {updates:.3e}");
+    }
+}
+
+/// The spread the bf16 training budgets come from, over seeds 0..1000:
+/// `cargo test -p maskdit-tests --test training -- --ignored --nocapture bf16_training_spread`.
+#[test]
+#[ignore = "a measurement that sets the bf16 budgets; prints, asserts nothing"]
+fn bf16_training_spread_over_seeds() {
+    let (losses, updates): (Vec<f64>, Vec<f64>) = (0..1000).map(bf16_against_f32).unzip();
+    let (lw, lq) = worst_and_quantile(&losses, 0.999);
+    let (uw, uq) = worst_and_quantile(&updates, 0.999);
+    println!("losses: worst {lw:.3e}, 99.9th {lq:.3e}; updates: worst {uw:.3e}, 99.9th {uq:.3e}");
 }
 
 #[test]
@@ -133,7 +160,7 @@ fn trains_from_an_lmdb_in_the_official_layout() {
     let scratch = Scratch::new("lmdb");
     let dir = scratch.join("train");
     let mut writer = LmdbWriter::create(&dir, 1 << 24).unwrap();
-    let moments = Tensor::randn(0f32, 1.0, (8, 8, 8, 8), &Device::Cpu).unwrap();
+    let moments = SeededTensors::new(2).normal(0.0, 1.0, (8, 8, 8, 8));
     for i in 0..8 {
         let m = moments.get(i).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         writer.push(&m, i % 5).unwrap();
@@ -182,7 +209,7 @@ fn reads_an_lmdb_written_by_python_lmdb() {
 #[test]
 fn a_nan_loss_stops_the_run_with_an_error() {
     let dir = Scratch::new("nan");
-    let images = Tensor::rand(-1f32, 1.0, (4, 4, 8, 8), &Device::Cpu).unwrap();
+    let images = SeededTensors::new(3).uniform(-1.0, 1.0, (4, 4, 8, 8));
     let path = dir.join("images.safetensors");
     write_shard(&path, "images", &images, Some(&[0, 1, 2, 3])).unwrap();
     let dataset = ShardDataset::open(&[path], 0.18215).unwrap();
@@ -246,7 +273,7 @@ fn mismatched_data_is_rejected() {
 #[test]
 fn one_set_of_a_training_checkpoint_is_read_without_the_others() {
     let dir = Scratch::new("one-set");
-    let data = ShardDataset::open(&[shard(&dir)], 0.18215).unwrap();
+    let data = ShardDataset::open(&[shard(&dir, 1)], 0.18215).unwrap();
     let mut trainer = Trainer::new(tiny_config(), options(2), Box::new(data), Start::Fresh, &Device::Cpu).unwrap();
     trainer.train_step().unwrap();
     let path = dir.join("0000001.safetensors");

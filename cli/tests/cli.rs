@@ -196,9 +196,11 @@ fn finetune_from_an_official_checkpoint_writes_loadable_checkpoints() {
     std::fs::create_dir_all(&shards).unwrap();
     let config = maskdit::ModelConfig::from_json(&std::fs::read_to_string(case.join("config.json")).unwrap()).unwrap();
     for i in 0..2 {
-        let moments =
-            Tensor::randn(0f32, 1.0, (6, 2 * config.in_channels, config.input_size, config.input_size), &Device::Cpu)
-                .unwrap();
+        let moments = maskdit_tests::SeededTensors::new(i as u64).normal(
+            0.0,
+            1.0,
+            (6, 2 * config.in_channels, config.input_size, config.input_size),
+        );
         let labels: Vec<usize> = (0..6).map(|k| (k + i) % config.num_classes).collect();
         maskdit_train::data::write_shard(
             &shards.join(format!("shard-{i:05}.safetensors")),

@@ -141,7 +141,8 @@ impl Module for Linear {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Tensor};
+    use candle_core::Tensor;
+    use maskdit_testkit::SeededTensors;
 
     use super::{Kernels, Linear};
 
@@ -149,13 +150,13 @@ mod tests {
     /// whether it is projected alone or within a batch.
     #[test]
     fn batched_projection_rows_equal_per_sample_rows() {
-        let device = Device::Cpu;
+        let mut draw = SeededTensors::new(1);
         for (tokens, width_in, width_out) in [(16, 64, 48), (49, 128, 384), (256, 384, 1152), (1, 96, 576)] {
-            let weight = Tensor::randn(0f32, 1.0, (width_out, width_in), &device).unwrap();
-            let bias = Tensor::randn(0f32, 1.0, width_out, &device).unwrap();
+            let weight = draw.normal(0.0, 1.0, (width_out, width_in));
+            let bias = draw.normal(0.0, 1.0, width_out);
             let linear = Linear::from_parts(weight, Some(bias));
             let shape: Vec<usize> = if tokens == 1 { vec![5, width_in] } else { vec![5, tokens, width_in] };
-            let x = Tensor::randn(0f32, 1.0, shape, &device).unwrap();
+            let x = draw.normal(0.0, 1.0, shape);
             let batched = linear.apply(&x, Kernels::Fused).unwrap();
             for i in [0, 3] {
                 let alone = linear.apply(&x.narrow(0, i, 1).unwrap(), Kernels::Fused).unwrap();

@@ -21,8 +21,9 @@ fn main() {
     // The same at a high noise level with the wrong class and with no class: conditioning at work.
     let wrong = maskdit::one_hot(labels.iter().map(|&l| (l as usize + 5) % 10), 10, &Device::Cpu).unwrap();
     let null = Tensor::zeros((64, 10), DType::F32, &Device::Cpu).unwrap();
+    let mut draw = maskdit_tests::SeededTensors::new(0);
     for sigma in [3.0f32, 10.0] {
-        let noise = Tensor::randn(0f32, 1.0, x0.dims(), &Device::Cpu).unwrap();
+        let noise = draw.normal(0.0, 1.0, x0.dims());
         let x = (&x0 + (noise * sigma as f64).unwrap()).unwrap();
         let s = Tensor::full(sigma, 64, &Device::Cpu).unwrap();
         let mse = |labels: &Tensor| {
@@ -37,7 +38,7 @@ fn main() {
         );
     }
     for sigma in [0.02f32, 0.1, 0.3, 1.0, 3.0, 10.0] {
-        let noise = Tensor::randn(0f32, 1.0, x0.dims(), &Device::Cpu).unwrap();
+        let noise = draw.normal(0.0, 1.0, x0.dims());
         let x = (&x0 + (noise * sigma as f64).unwrap()).unwrap();
         let s = Tensor::full(sigma, 64, &Device::Cpu).unwrap();
         let d = model.denoise(&x, &s, Some(&y)).unwrap();

@@ -17,8 +17,8 @@ fn main() {
     let n = 20;
     let labels = maskdit::one_hot((0..n).map(|i| i % 10), 10, &Device::Cpu).unwrap();
     let options = EdmOptions { solver: Solver::Euler, ..EdmOptions::heun(steps) };
-    let latents = Tensor::randn(0f32, 1.0, (n, 1, 28, 28), &Device::Cpu).unwrap();
     let mut noise = SeededNoise::new(&(0..n as u64).collect::<Vec<_>>());
+    let latents = noise.latents(&[1, 28, 28], &Device::Cpu).unwrap();
     options
         .sample(&model, &latents, Some(&labels), &mut noise, &mut |step| {
             let (x, d, s) = (step.x, step.denoised, step.sigma);

@@ -137,59 +137,100 @@ pub fn layer_norm(x: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Var};
+    use candle_core::Var;
+    use maskdit_testkit::{relative_l2, worst_and_quantile, SeededTensors};
 
     use super::*;
 
-    /// Gradients of `Σ w·f(x)` through the attached op and through candle's composition.
-    fn gradients(
-        attached: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
-        composed: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
-        dtype: DType,
-    ) -> (f32, f32) {
-        let device = Device::Cpu;
-        let x = Var::from_tensor(&(Tensor::randn(0f32, 2.0, (3, 5, 16), &device).unwrap())).unwrap();
-        let w = Tensor::randn(0f32, 1.0, (3, 5, 16), &device).unwrap();
-        let run = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| {
+    type Op = fn(&Tensor) -> candle_core::Result<Tensor>;
+
+    /// The fixed seeds the comparisons run on.
+    const SEEDS: std::ops::Range<u64> = 0..8;
+
+    /// Relative errors (values, gradients) of `Σ w·f(x)` through the attached op against
+    /// candle's composition, both run in `dtype`, on inputs drawn from `seed`.
+    fn errors(attached: Op, composed: Op, dtype: DType, seed: u64) -> (f64, f64) {
+        let mut draw = SeededTensors::new(seed);
+        let x = Var::from_tensor(&draw.normal(0.0, 2.0, (3, 5, 16))).unwrap();
+        let w = draw.normal(0.0, 1.0, (3, 5, 16));
+        let run = |f: Op| {
             let xd = x.as_tensor().to_dtype(dtype).unwrap();
             let y = f(&xd).unwrap().to_dtype(DType::F32).unwrap();
             let grads = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
             (y, grads.get(x.as_tensor()).unwrap().clone())
         };
-        let (ya, ga) = run(&attached);
-        let (yc, gc) = run(&composed);
-        let rel = |a: &Tensor, b: &Tensor| {
-            let diff = (a - b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
-            diff / b.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt()
-        };
-        (rel(&ya, &yc), rel(&ga, &gc))
+        let (ya, ga) = run(attached);
+        let (yc, gc) = run(composed);
+        (relative_l2(&ya, &yc), relative_l2(&ga, &gc))
     }
+
+    fn composed_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::softmax(x, D::Minus1)
+    }
+
+    fn attached_layer_norm(x: &Tensor) -> candle_core::Result<Tensor> {
+        layer_norm(x, 1e-6)
+    }
+
+    fn composed_layer_norm(x: &Tensor) -> candle_core::Result<Tensor> {
+        let work = x.to_dtype(DType::F32)?;
+        let centred = work.broadcast_sub(&work.mean_keepdim(D::Minus1)?)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        centred.broadcast_div(&(var + 1e-6)?.sqrt()?)?.to_dtype(x.dtype())
+    }
+
+    /// Asserts the f32 budgets (1e-6 values, 1e-5 gradients) and the bf16 budgets on every
+    /// seed of [`SEEDS`].
+    fn check(attached: Op, composed: Op, bf16_budget: (f64, f64)) {
+        for seed in SEEDS {
+            let (forward, backward) = errors(attached, composed, DType::F32, seed);
+            assert!(forward < 1e-6 && backward < 1e-5, "seed {seed}: forward {forward:e}, backward {backward:e}");
+            let (forward, backward) = errors(attached, composed, DType::BF16, seed);
+            assert!(
+                forward < bf16_budget.0 && backward < bf16_budget.1,
+                "seed {seed}, bf16: forward {forward:e}, backward {backward:e}"
+            );
+        }
+    }
+
+    // The bf16 budgets (values, gradients): 1.5× the worst of 10,000 seeds, rounded up
+    // (`bf16_spread_over_seeds`, measured 2026-11-30).
+    // softmax:    values worst 0 (both sides run candle's bf16 softmax; budget f32's 1e-6),
+    //             gradients worst 4.45e-2, 99.9th 3.14e-2.
+    // layer norm: values worst 1.01e-3, 99.9th 2.52e-4; gradients worst 2.50e-3, 99.9th 2.36e-3.
+    const SOFTMAX_BF16: (f64, f64) = (1e-6, 7e-2);
+    const LAYER_NORM_BF16: (f64, f64) = (1.6e-3, 3.8e-3);
 
     #[test]
     fn softmax_backpropagates_like_the_composition() {
-        let (forward, backward) = gradients(softmax_last_dim, |x| candle_nn::ops::softmax(x, D::Minus1), DType::F32);
-        assert!(forward < 1e-6 && backward < 1e-5, "forward {forward:e}, backward {backward:e}");
-        let (forward, backward) = gradients(softmax_last_dim, |x| candle_nn::ops::softmax(x, D::Minus1), DType::BF16);
-        assert!(forward < 1e-2 && backward < 2e-2, "bf16: forward {forward:e}, backward {backward:e}");
+        check(softmax_last_dim, composed_softmax, SOFTMAX_BF16);
     }
 
     #[test]
     fn layer_norm_backpropagates_like_the_composition() {
-        let composed = |x: &Tensor| {
-            let work = x.to_dtype(DType::F32)?;
-            let centred = work.broadcast_sub(&work.mean_keepdim(D::Minus1)?)?;
-            let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-            centred.broadcast_div(&(var + 1e-6)?.sqrt()?)?.to_dtype(x.dtype())
-        };
-        let (forward, backward) = gradients(|x| layer_norm(x, 1e-6), composed, DType::F32);
-        assert!(forward < 1e-6 && backward < 1e-5, "forward {forward:e}, backward {backward:e}");
-        let (forward, backward) = gradients(|x| layer_norm(x, 1e-6), composed, DType::BF16);
-        assert!(forward < 1e-2 && backward < 2e-2, "bf16: forward {forward:e}, backward {backward:e}");
+        check(attached_layer_norm, composed_layer_norm, LAYER_NORM_BF16);
+    }
+
+    /// The spread the bf16 budgets come from, over seeds 0..10000 ([`SEEDS`] among them):
+    /// `cargo test -p maskdit --lib -- --ignored --nocapture bf16_spread`.
+    #[test]
+    #[ignore = "a measurement that sets the bf16 budgets; prints, asserts nothing"]
+    fn bf16_spread_over_seeds() {
+        for (name, attached, composed) in [
+            ("softmax", softmax_last_dim as Op, composed_softmax as Op),
+            ("layer norm", attached_layer_norm, composed_layer_norm),
+        ] {
+            let (forward, backward): (Vec<f64>, Vec<f64>) =
+                (0..10_000).map(|seed| errors(attached, composed, DType::BF16, seed)).unzip();
+            let (fw, fq) = worst_and_quantile(&forward, 0.999);
+            let (bw, bq) = worst_and_quantile(&backward, 0.999);
+            println!("{name}: values worst {fw:.2e}, 99.9th {fq:.2e}; gradients worst {bw:.2e}, 99.9th {bq:.2e}");
+        }
     }
 
     #[test]
     fn strided_inputs_are_handled() {
-        let x = Tensor::randn(0f32, 1.0, (4, 6), &Device::Cpu).unwrap();
+        let x = SeededTensors::new(1).normal(0.0, 1.0, (4, 6));
         let strided = x.t().unwrap();
         let want = candle_nn::ops::softmax(&strided, D::Minus1).unwrap();
         let got = softmax_last_dim(&strided).unwrap();

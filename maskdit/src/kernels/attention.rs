@@ -215,7 +215,8 @@ impl CustomOp2 for AttentionGrad {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Tensor, Var};
+    use candle_core::{Tensor, Var};
+    use maskdit_testkit::{relative_l2, SeededTensors};
 
     /// The composition the fused op replaces.
     fn reference(qkv: &Tensor, heads: usize) -> Tensor {
@@ -232,19 +233,18 @@ mod tests {
 
     #[test]
     fn matches_the_composition_in_values_and_gradients() {
-        let device = Device::Cpu;
+        let mut draw = SeededTensors::new(1);
         for (n, l, heads, head_dim) in [(3, 37, 4, 16), (1, 5, 1, 8), (2, 64, 6, 12)] {
-            let qkv =
-                Var::from_tensor(&Tensor::randn(0f32, 1.5, (n, l, 3 * heads * head_dim), &device).unwrap()).unwrap();
-            let probe = Tensor::randn(0f32, 1.0, (n, l, heads * head_dim), &device).unwrap();
+            let qkv = Var::from_tensor(&draw.normal(0.0, 1.5, (n, l, 3 * heads * head_dim))).unwrap();
+            let probe = draw.normal(0.0, 1.0, (n, l, heads * head_dim));
             let run = |y: Tensor| {
                 let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
                 [y, grads.get(&qkv).unwrap().clone()]
             };
             let fused = run(super::attention(&qkv, heads).unwrap());
             let composed = run(reference(&qkv, heads));
-            let value_error = super::super::tests::relative_error(&fused[0], &composed[0]);
-            let grad_error = super::super::tests::relative_error(&fused[1], &composed[1]);
+            let value_error = relative_l2(&fused[0], &composed[0]);
+            let grad_error = relative_l2(&fused[1], &composed[1]);
             assert!(value_error < 1e-6, "{n}×{l}, {heads} heads: values {value_error}");
             assert!(grad_error < 1e-5, "{n}×{l}, {heads} heads: gradient {grad_error}");
         }

@@ -34,7 +34,8 @@ unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use candle_core::{Device, Tensor, Var};
+    use candle_core::{Tensor, Var};
+    use maskdit_testkit::SeededTensors;
 
     use super::PLAIN_ONLY;
     use crate::kernels;
@@ -63,11 +64,11 @@ mod tests {
 
     #[test]
     fn avx2_and_plain_paths_agree_bit_for_bit() {
-        let device = Device::Cpu;
+        let mut draw = SeededTensors::new(1);
         // Large enough that the kernels also run on candle's worker pool.
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1.5, (4, 64, 192), &device).unwrap()).unwrap();
-        let shift = Tensor::randn(0f32, 0.5, (4, 192), &device).unwrap();
-        let weight = Tensor::randn(0f32, 0.1, (96, 192), &device).unwrap();
+        let x = Var::from_tensor(&draw.normal(0.0, 1.5, (4, 64, 192))).unwrap();
+        let shift = draw.normal(0.0, 0.5, (4, 192));
+        let weight = draw.normal(0.0, 0.1, (96, 192));
         let wide = kernel_bits(&x, &shift, &weight);
         PLAIN_ONLY.store(true, Ordering::SeqCst);
         let plain = kernel_bits(&x, &shift, &weight);
