@@ -130,7 +130,9 @@ pub fn judge_model(
     let mut noise = SeededNoise::new(&seeds);
     let latents = noise.latents(&[1, 28, 28], &Device::Cpu).unwrap();
     let labels = maskdit::one_hot(wanted.iter().map(|&c| c as usize), 10, &Device::Cpu).unwrap();
-    let out = EdmOptions::heun(steps).sample(&guided, &latents, Some(&labels), &mut noise, &mut |_| {}).unwrap();
+    let out = EdmOptions::heun(steps)
+        .sample(&guided, &latents, Some(&labels), &mut noise, &mut |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
     let generated = out.clamp(-1f32, 1f32).unwrap().reshape((seeds.len(), 784)).unwrap();
     let (images, _) = digits();
     let n = images.dim(0).unwrap();

@@ -2,6 +2,7 @@
 //! and per-image determinism of seeded sampling.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
@@ -117,7 +118,8 @@ fn every_sampler_reference_is_matched() {
             let mut steps_seen = Vec::new();
             let out = sampler
                 .sample(&guided, start, labels, &mut RecordedNoise::new(noise.clone()), &mut |step| {
-                    steps_seen.push((step.index, step.sigma))
+                    steps_seen.push((step.index, step.sigma));
+                    ControlFlow::Continue(())
                 })
                 .unwrap();
             let indices: Vec<usize> = steps_seen.iter().map(|s| s.0).collect();
@@ -132,7 +134,7 @@ fn every_sampler_reference_is_matched() {
                         labels,
                         &mut RecordedNoise::new(noise.clone()),
                         &o.sigma_steps(),
-                        &mut |_| {},
+                        &mut |_| ControlFlow::Continue(()),
                     )
                     .unwrap();
                 assert_close(&format!("{} explicit sigmas", file.display()), &explicit, &out, 0.0);
@@ -166,7 +168,7 @@ fn an_image_depends_on_its_seed_only() {
         let latents = noise.latents(&image, &maskdit_tests::device()).unwrap();
         let classes = noise.class_indices(c.num_classes);
         let labels = maskdit::one_hot(classes, c.num_classes, &maskdit_tests::device()).unwrap();
-        o.sample(&guided, &latents, Some(&labels), &mut noise, &mut |_| {}).unwrap()
+        o.sample(&guided, &latents, Some(&labels), &mut noise, &mut |_| ControlFlow::Continue(())).unwrap()
     };
     let batch = sample(&[3, 11, 42]);
     let alone = sample(&[11]);
@@ -174,6 +176,31 @@ fn an_image_depends_on_its_seed_only() {
     assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "image of seed 11 changed with its batch");
     let other = (batch.get(0).unwrap() - alone.get(0).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
     assert!(other.to_scalar::<f32>().unwrap() > 0.0, "different seeds gave the same image");
+}
+
+#[test]
+fn the_step_hook_stops_a_run() {
+    let net = model(&cases_of(CaseKind::Model)[0]);
+    let c = net.config().clone();
+    let mut noise = SeededNoise::new(&[0, 1]);
+    let latents = noise.latents(&[c.in_channels, c.input_size, c.input_size], &maskdit_tests::device()).unwrap();
+    let labels = (c.num_classes > 0)
+        .then(|| maskdit::one_hot([0, c.num_classes - 1], c.num_classes, &maskdit_tests::device()).unwrap());
+    for sampler in [Sampler::Edm(EdmOptions::heun(6)), Sampler::Ddpm(DdpmOptions::new(6))] {
+        let mut seen = 0;
+        let err = sampler
+            .sample(&net, &latents, labels.as_ref(), &mut noise, &mut |step| {
+                seen += 1;
+                if step.done() == 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap_err();
+        assert!(matches!(err, maskdit_sampler::Error::Stopped { done: 2, total: 6 }), "{err}");
+        assert_eq!(seen, 2, "the run went on after the hook said stop");
+    }
 }
 
 #[test]
@@ -189,7 +216,7 @@ fn bad_options_are_rejected() {
     for sampler in
         [Sampler::Edm(EdmOptions::heun(1)), Sampler::Ddpm(DdpmOptions::new(0)), Sampler::Ddpm(DdpmOptions::new(1001))]
     {
-        let err = sampler.sample(&net, &latents, None, &mut noise, &mut |_| {}).unwrap_err();
+        let err = sampler.sample(&net, &latents, None, &mut noise, &mut |_| ControlFlow::Continue(())).unwrap_err();
         assert!(matches!(err, maskdit_sampler::Error::Option(_)), "{err}");
     }
 }

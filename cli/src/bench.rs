@@ -1,5 +1,6 @@
 //! `maskdit bench`: timings of the forward passes, a training step and a sampling step.
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -8,7 +9,8 @@ use clap::Args;
 use maskdit::flops::{forward_flops, train_step_flops};
 use maskdit::mask::kept_tokens;
 use maskdit::{Mask, MaskDit, ModelConfig};
-use maskdit_sampler::{Denoiser, EdmOptions, Guided, SeededNoise};
+use maskdit_pipeline::{Decoder, Pipeline};
+use maskdit_sampler::{Denoiser, EdmOptions, Guided, Sampler};
 use maskdit_train::{AdamW, AdamWConfig, EdmLoss, Precision, TrainableModel};
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
@@ -205,15 +207,27 @@ impl Workload {
         Ok(Row { what: "train_step", mask_ratio: Some(ratio), seconds: t, spread, flops, images_per_second: None })
     }
 
+    /// The pipeline of the sampling measurements: guidance 1.5, EDM Heun over `levels` noise
+    /// levels from σ = 80, decoding with `decoder`.
+    fn pipeline(&self, levels: usize, decoder: Decoder) -> Result<Pipeline> {
+        let mut options = EdmOptions::heun(levels);
+        options.sigma_max = Some(80.0);
+        let pipeline = Pipeline::new(self.inference.clone(), decoder, Sampler::Edm(options));
+        Ok(pipeline.with_guidance(1.5, None)?.with_decode_batch(DECODE_BATCH))
+    }
+
+    /// Seeds `0..batch` and their classes, as the other measurements label their batch.
+    fn seeds_and_classes(&self) -> (Vec<u64>, Vec<usize>) {
+        let n = self.batch();
+        ((0..n as u64).collect(), (0..n).map(|i| (i * 37) % 1000).collect())
+    }
+
     fn sample_step(&self, iters: usize) -> Result<Row> {
-        let guided = Guided::new(&self.inference, 1.5);
-        let seeds: Vec<u64> = (0..self.batch() as u64).collect();
+        // Two noise levels: one full Heun step (two guided evaluations) and the final Euler step.
+        let pipeline = self.pipeline(2, Decoder::Pixels)?;
+        let (seeds, classes) = self.seeds_and_classes();
         let (t, spread) = median_seconds(iters, &self.device, || {
-            let mut noise = SeededNoise::new(&seeds);
-            // Two noise levels: one full Heun step (two guided evaluations) and the final Euler step.
-            let mut options = EdmOptions::heun(2);
-            options.sigma_max = Some(80.0);
-            options.sample(&guided, &self.x, Some(&self.labels), &mut noise, &mut |_| {})?;
+            pipeline.sample(&seeds, Some(&classes), &mut |_| ControlFlow::Continue(()))?;
             Ok(())
         })?;
         let flops = 3.0 * forward_flops(&self.config, 2 * self.batch(), self.tokens());
@@ -223,8 +237,7 @@ impl Workload {
     /// Times whole sampling runs ([`Measurement::Sample`]): the denoising and the decode, each
     /// after a warm-up (a two-level run and one decode), and both together as images per second.
     fn sample(&self, iters: usize) -> Result<Vec<Row>> {
-        let guided = Guided::new(&self.inference, 1.5);
-        let seeds: Vec<u64> = (0..self.batch() as u64).collect();
+        let (seeds, classes) = self.seeds_and_classes();
         let vae = {
             // Fresh weights come as variables; decoding with those would record a gradient
             // graph and keep every activation alive, so the decoder is rebuilt on detached copies.
@@ -245,24 +258,21 @@ impl Workload {
                 &self.device,
             )?
         };
-        let run = |levels: usize| -> Result<Tensor> {
-            let mut options = EdmOptions::heun(levels);
-            options.sigma_max = Some(80.0);
-            let mut noise = SeededNoise::new(&seeds);
-            Ok(options.sample(&guided, &self.x, Some(&self.labels), &mut noise, &mut |_| {})?)
-        };
+        let decoder = Decoder::Vae(std::sync::Arc::new(vae));
+        let (warm_up, timed) = (self.pipeline(2, decoder.clone())?, self.pipeline(SAMPLE_LEVELS, decoder)?);
+        let keep_going = &mut |_: &maskdit_sampler::Step<'_>| ControlFlow::Continue(());
         let n = self.batch();
-        let latents = run(2)?;
-        vae.decode(&latents, DECODE_BATCH, &mut |_| {})?;
+        let latents = warm_up.sample(&seeds, Some(&classes), keep_going)?;
+        warm_up.decode(&latents, &seeds)?;
         self.device.synchronize()?;
         let (mut denoise, mut decode) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
         for _ in 0..iters {
             let start = Instant::now();
-            let latents = run(SAMPLE_LEVELS)?;
+            let latents = timed.sample(&seeds, Some(&classes), keep_going)?;
             self.device.synchronize()?;
             denoise.push(start.elapsed().as_secs_f64());
             let start = Instant::now();
-            vae.decode(&latents, DECODE_BATCH, &mut |_| {})?;
+            timed.decode(&latents, &seeds)?;
             self.device.synchronize()?;
             decode.push(start.elapsed().as_secs_f64());
         }

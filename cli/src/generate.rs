@@ -2,14 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
+use std::ops::ControlFlow;
+
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use clap::Args;
 use image::DynamicImage;
 use maskdit::{checkpoint, MaskDit, ModelConfig, WeightSet};
-use maskdit_sampler::{
-    DdpmOptions, Discretization, EdmOptions, GuidanceInterval, Guided, Sampler, Scaling, Schedule, SeededNoise, Solver,
-};
+use maskdit_pipeline::{Decoder, Pipeline};
+use maskdit_sampler::{DdpmOptions, Discretization, EdmOptions, GuidanceInterval, Sampler, Scaling, Schedule, Solver};
 use maskdit_vae::Autoencoder;
 
 use crate::device::{DTypeChoice, RankDevices};
@@ -151,22 +152,6 @@ enum SamplerKind {
     Ddpm,
 }
 
-/// What to decode latents with, or nothing for pixel-space models.
-enum Decoder {
-    Pixels,
-    Vae(Box<Autoencoder>),
-}
-
-impl Decoder {
-    /// Image side per latent side.
-    fn upscale(&self) -> usize {
-        match self {
-            Self::Pixels => 1,
-            Self::Vae(vae) => vae.config().downsampling(),
-        }
-    }
-}
-
 struct Loaded {
     model: MaskDit,
     decoder: Decoder,
@@ -255,7 +240,7 @@ fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType)
     spinner.finish_and_clear();
     let vae_name = args.vae.clone().or(default_vae);
     let decoder = match vae_name {
-        Some(vae) => Decoder::Vae(Box::new(load_vae(registry, &vae, device, dtype)?)),
+        Some(vae) => Decoder::Vae(std::sync::Arc::new(load_vae(registry, &vae, device, dtype)?)),
         None => Decoder::Pixels,
     };
     Ok(Loaded { model, decoder, steps, cfg, interval, class_names })
@@ -327,21 +312,6 @@ fn check_request(args: &GenerateArgs, registry: &Registry) -> Result<()> {
     Ok(())
 }
 
-/// Fails when `samples` hold NaN or infinite values.
-fn check_finite(samples: &Tensor, seeds: &[u64], cfg: f64) -> Result<()> {
-    // 0·x is 0 for every finite x and NaN for NaN and ±∞.
-    let finite = (samples * 0.0)?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?.is_finite();
-    if !finite {
-        bail!(
-            "the model produced NaN or infinite values for seeds {}..={}: its weights may be damaged, or the guidance \
-             scale --cfg {cfg} is too large",
-            seeds[0],
-            seeds[seeds.len() - 1]
-        );
-    }
-    Ok(())
-}
-
 /// Runs `maskdit generate`: alone, as the launcher of `--nproc` ranks, or as one rank.
 pub fn run(args: GenerateArgs) -> Result<()> {
     let registry = Registry::load()?;
@@ -383,23 +353,17 @@ fn generate(
         .collect::<Result<Vec<_>>>()?;
     let steps = args.steps.unwrap_or(loaded.steps);
     let cfg = match (args.cfg, config.num_classes) {
-        (Some(cfg), 0) if cfg != 1.0 => {
-            bail!("--cfg {cfg}: guidance needs a class-conditional model; this one has no classes")
-        }
-        (_, 0) => 1.0,
+        (cfg, 0) => cfg.unwrap_or(1.0),
         (cfg, _) => cfg.unwrap_or(loaded.cfg),
     };
-    if !(cfg.is_finite() && cfg >= 0.0) {
-        bail!("--cfg must be a non-negative number (1 = no guidance)");
-    }
-    let sampler = sampler(args, steps);
     let interval = match args.guidance_interval {
         Some(IntervalChoice::All) => None,
         Some(IntervalChoice::Range(interval)) => Some(interval),
         None => loaded.interval,
     };
-    let guided = Guided::new(&loaded.model, cfg).with_interval(interval);
-    let image_dims = [config.in_channels, config.input_size, config.input_size];
+    let pipeline = Pipeline::new(loaded.model, loaded.decoder, sampler(args, steps))
+        .with_guidance(cfg, interval)
+        .with_context(|| format!("--cfg {cfg}"))?;
     let png = |seed: u64| args.out.join(format!("{seed:06}.png"));
     // Positions in the seed list: `--class` cycles over them, `--shard` splits them.
     let pending = || {
@@ -408,7 +372,7 @@ fn generate(
             .filter(|&(position, seed)| shard.takes(position) && !(args.resume && png(seed).is_file()))
     };
     let total = pending().count() as u64;
-    let steps_total = total.saturating_mul(sampler.num_steps() as u64);
+    let steps_total = total.saturating_mul(pipeline.sampler().num_steps() as u64);
     let bar = if main { progress::bar(steps_total, "sampling") } else { indicatif::ProgressBar::hidden() };
     let started = std::time::Instant::now();
     let (mut written, mut work) = (0u64, pending());
@@ -417,32 +381,20 @@ fn generate(
         if chunk.is_empty() {
             break;
         }
-        let mut noise = SeededNoise::new(&chunk);
-        let latents = noise.latents(&image_dims, &device)?;
-        let labels = if config.num_classes > 0 {
-            let drawn = noise.class_indices(config.num_classes);
-            let pick = |i: usize| match classes.len() {
-                0 => drawn[i],
-                n => classes[(positions[i] % n as u64) as usize],
-            };
-            Some(maskdit::one_hot((0..chunk.len()).map(pick), config.num_classes, &device)?)
-        } else {
-            None
-        };
+        // `--class` cycles over the positions in the seed list; without it each seed draws one.
+        let chunk_classes: Option<Vec<usize>> = (!classes.is_empty())
+            .then(|| positions.iter().map(|&p| classes[(p % classes.len() as u64) as usize]).collect());
         let done_before = bar.position();
-        let samples = sampler.sample(&guided, &latents, labels.as_ref(), &mut noise, &mut |step| {
-            bar.set_position(done_before + (step.done() * chunk.len()) as u64)
-        })?;
-        check_finite(&samples, &chunk, cfg)?;
-        let pixels = match &loaded.decoder {
-            Decoder::Pixels => samples,
-            Decoder::Vae(vae) => {
-                let pixels = vae.decode(&samples, 1, &mut |_| {})?;
-                check_finite(&pixels, &chunk, cfg)?;
-                pixels
-            }
-        };
-        for (seed, image) in chunk.iter().zip(maskdit_vae::image::to_images(&pixels)?) {
+        let images = pipeline
+            .images(&chunk, chunk_classes.as_deref(), &mut |step| {
+                bar.set_position(done_before + (step.done() * chunk.len()) as u64);
+                ControlFlow::Continue(())
+            })
+            .map_err(|e| match e {
+                maskdit_pipeline::Error::NonFinite { .. } => anyhow::anyhow!("{e} (--cfg {cfg})"),
+                e => e.into(),
+            })?;
+        for (seed, image) in chunk.iter().zip(images) {
             write_png(&image, &png(*seed))?;
             written += 1;
         }
@@ -469,7 +421,7 @@ fn generate(
         write_png(&grid(&images, columns), path)?;
     }
     if let Some(npz) = &args.npz {
-        let side = (config.input_size * loaded.decoder.upscale()) as u32;
+        let side = pipeline.image_side() as u32;
         let bar = progress::bar(seeds.len() as u64, "npz");
         maskdit_eval::npz::write_images(npz, seeds.len(), (side as usize, side as usize), &mut |i| {
             bar.set_position(i as u64 + 1);

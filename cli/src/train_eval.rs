@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use std::ops::ControlFlow;
+
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use maskdit::{MaskDit, ModelConfig};
 use maskdit_eval::{FidInception, SetFeatures, Statistics};
-use maskdit_sampler::{EdmOptions, Guided, SeededNoise};
-use maskdit_vae::Autoencoder;
+use maskdit_pipeline::{Decoder, Pipeline};
+use maskdit_sampler::{EdmOptions, Sampler};
 
 use crate::fetch::inception_weights;
 use crate::generate::load_vae;
@@ -63,7 +65,7 @@ pub struct Evaluator {
     batch: usize,
     reference: Statistics,
     network: FidInception,
-    vae: Option<Autoencoder>,
+    decoder: Decoder,
 }
 
 /// One measurement.
@@ -103,11 +105,11 @@ impl Evaluator {
         let network = FidInception::load(&weights, device)
             .with_context(|| format!("cannot load the FID Inception weights from {}", weights.display()))?;
         let pixels = matches!(config.in_channels, 1 | 3) && args.eval_vae.is_none();
-        let vae = if pixels {
-            None
+        let decoder = if pixels {
+            Decoder::Pixels
         } else {
             let name = args.eval_vae.as_deref().unwrap_or(DEFAULT_VAE);
-            Some(load_vae(&Registry::load()?, name, device, DType::F32)?)
+            Decoder::Vae(std::sync::Arc::new(load_vae(&Registry::load()?, name, device, DType::F32)?))
         };
         Ok(Some(Self {
             every,
@@ -117,7 +119,7 @@ impl Evaluator {
             batch: args.eval_batch,
             reference,
             network,
-            vae,
+            decoder,
         }))
     }
 
@@ -135,24 +137,14 @@ impl Evaluator {
     ) -> Result<Measurement> {
         let started = Instant::now();
         let model = MaskDit::new(config, candle_nn::VarBuilder::from_tensors(weights, DType::F32, device))?;
-        let guided = Guided::new(&model, self.cfg);
-        let sampler = EdmOptions::heun(self.steps);
-        let dims = [config.in_channels, config.input_size, config.input_size];
+        let sampler = Sampler::Edm(EdmOptions::heun(self.steps));
+        let pipeline = Pipeline::new(model, self.decoder.clone(), sampler).with_guidance(self.cfg, None)?;
         let mut features = SetFeatures::default();
         let seeds: Vec<u64> = (0..self.num as u64).collect();
         for chunk in seeds.chunks(self.batch) {
-            let mut noise = SeededNoise::new(chunk);
-            let latents = noise.latents(&dims, device)?;
-            let labels = (config.num_classes > 0)
-                .then(|| maskdit::one_hot(noise.class_indices(config.num_classes), config.num_classes, device))
-                .transpose()?;
-            let samples = sampler.sample(&guided, &latents, labels.as_ref(), &mut noise, &mut |_| {})?;
-            let samples = match &self.vae {
-                Some(vae) => vae.decode(&samples, 1, &mut |_| {})?,
-                None => samples,
-            };
             // The images exactly as `generate` would write them.
-            let images = maskdit_vae::image::to_images(&samples)?
+            let images = pipeline
+                .images(chunk, None, &mut |_| ControlFlow::Continue(()))?
                 .iter()
                 .map(maskdit_eval::image_tensor)
                 .collect::<maskdit_eval::Result<Vec<Tensor>>>()?;

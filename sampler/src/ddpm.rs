@@ -2,6 +2,7 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::step::{report, OnStep};
 use crate::{Denoiser, Error, NoiseSource, Result, Step};
 
 /// Settings of the ancestral DDPM sampler: 1000 training steps with linear β from 1e-4 to
@@ -66,7 +67,7 @@ impl DdpmOptions {
     }
 
     /// Samples from `x_T` `(N, C, H, W)` (unit normal); returns f32 samples. `noise` step `k`
-    /// is added after step `k` (the last step adds none). `on_step` sees every step, with `x`
+    /// is added after step `k` (the last step adds none). `on_step` sees every step (and may stop the run), with `x`
     /// the state before it (in the DDPM scaling, √ᾱ·(x₀ + σ·ε)).
     pub fn sample(
         &self,
@@ -74,7 +75,7 @@ impl DdpmOptions {
         x_t: &Tensor,
         labels: Option<&Tensor>,
         noise: &mut dyn NoiseSource,
-        on_step: &mut dyn FnMut(&Step<'_>),
+        on_step: &mut OnStep<'_>,
     ) -> Result<Tensor> {
         self.validate()?;
         let abar = self.alphas_cumprod();
@@ -90,7 +91,7 @@ impl DdpmOptions {
             let x_in = (&x / a_t.sqrt())?.to_dtype(DType::F32)?;
             let sigma_in = Tensor::full(sigma as f32, batch, device)?;
             let x0 = denoiser.denoise(&x_in, &sigma_in, labels)?.to_dtype(DType::F64)?;
-            on_step(&Step { index: k, total: steps.len(), sigma, x: &x, denoised: &x0 });
+            report(on_step, &Step { index: k, total: steps.len(), sigma, x: &x, denoised: &x0 })?;
             let alpha = a_t / a_prev;
             let beta = 1.0 - alpha;
             let coef_x0 = a_prev.sqrt() * beta / (1.0 - a_t);

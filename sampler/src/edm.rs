@@ -5,6 +5,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::schedule::{NoiseSchedule, Scaling, Schedule, VpParams};
+use crate::step::{report, OnStep};
 use crate::{Denoiser, Error, NoiseSource, Result, Step};
 
 /// The ODE solver.
@@ -173,14 +174,14 @@ impl EdmOptions {
     }
 
     /// Samples from the initial unit-normal `latents` `(N, C, H, W)` over this sampler's
-    /// noise levels ([`Self::sigma_steps`]); returns f32 samples. `on_step` sees every step.
+    /// noise levels ([`Self::sigma_steps`]); returns f32 samples. `on_step` sees every step and may stop the run.
     pub fn sample(
         &self,
         denoiser: &dyn Denoiser,
         latents: &Tensor,
         labels: Option<&Tensor>,
         noise: &mut dyn NoiseSource,
-        on_step: &mut dyn FnMut(&Step<'_>),
+        on_step: &mut OnStep<'_>,
     ) -> Result<Tensor> {
         self.validate()?;
         self.sample_sigmas(denoiser, latents, labels, noise, &self.sigma_steps(), on_step)
@@ -197,7 +198,7 @@ impl EdmOptions {
         labels: Option<&Tensor>,
         noise: &mut dyn NoiseSource,
         sigmas: &[f64],
-        on_step: &mut dyn FnMut(&Step<'_>),
+        on_step: &mut OnStep<'_>,
     ) -> Result<Tensor> {
         if sigmas.is_empty() || sigmas.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err(Error::Option("the noise levels must be finite and positive".into()));
@@ -237,7 +238,7 @@ impl EdmOptions {
             let h = t_next - t_hat;
             let denoised = denoise(&x_hat, t_hat)?;
             let d_cur = slope(&x_hat, &denoised, t_hat)?;
-            on_step(&Step { index: i, total: n, sigma: sched.sigma(t_hat), x: &x_hat, denoised: &denoised });
+            report(on_step, &Step { index: i, total: n, sigma: sched.sigma(t_hat), x: &x_hat, denoised: &denoised })?;
             x = if self.solver == Solver::Euler || i == n - 1 {
                 (&x_hat + (&d_cur * h)?)?
             } else {

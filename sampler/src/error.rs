@@ -18,6 +18,15 @@ pub enum Error {
     /// The noise source cannot provide what was asked.
     #[error("noise source: {0}")]
     Noise(String),
+
+    /// The step hook asked to stop; `done` steps had run.
+    #[error("stopped after {done} of {total} steps")]
+    Stopped {
+        /// Steps finished before the stop.
+        done: usize,
+        /// Steps of the whole run.
+        total: usize,
+    },
 }
 
 /// Result type of the samplers.

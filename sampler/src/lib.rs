@@ -1,7 +1,7 @@
 //! Samplers for EDM-preconditioned diffusion models: the generalized EDM sampler (EDM's Heun
 //! sampler among its settings), ancestral DDPM, and classifier-free guidance as a denoiser
 //! wrapper. Step arithmetic is f64, as in the reference; the denoiser sees f32. Every sampler
-//! reports each step (state, denoised estimate, σ) to a callback.
+//! reports each step (state, denoised estimate, σ) to a hook, which may stop the run.
 //!
 //! ```no_run
 //! use candle_core::{Device, Tensor};
@@ -12,7 +12,8 @@
 //! let latents = noise.latents(&[4, 32, 32], &Device::Cpu)?;
 //! let guided = Guided::new(model, 1.5);
 //! EdmOptions::heun(40).sample(&guided, &latents, Some(labels), &mut noise, &mut |step| {
-//!     eprintln!("step {}/{} at sigma {:.3}", step.done(), step.total, step.sigma)
+//!     eprintln!("step {}/{} at sigma {:.3}", step.done(), step.total, step.sigma);
+//!     std::ops::ControlFlow::Continue(())
 //! })
 //! # }
 //! ```
@@ -33,7 +34,7 @@ pub use error::{Error, Result};
 pub use guidance::{GuidanceInterval, Guided};
 pub use noise::{NoiseSource, RecordedNoise, SeededNoise};
 pub use schedule::{Scaling, Schedule, VpParams};
-pub use step::Step;
+pub use step::{OnStep, Step};
 
 /// A sampler with its settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,14 +46,14 @@ pub enum Sampler {
 }
 
 impl Sampler {
-    /// Runs the sampler from unit-normal `latents`; `on_step` sees every step.
+    /// Runs the sampler from unit-normal `latents`; `on_step` sees every step and may stop it.
     pub fn sample(
         &self,
         denoiser: &dyn Denoiser,
         latents: &candle_core::Tensor,
         labels: Option<&candle_core::Tensor>,
         noise: &mut dyn NoiseSource,
-        on_step: &mut dyn FnMut(&Step<'_>),
+        on_step: &mut OnStep<'_>,
     ) -> Result<candle_core::Tensor> {
         match self {
             Self::Edm(o) => o.sample(denoiser, latents, labels, noise, on_step),

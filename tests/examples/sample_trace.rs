@@ -30,6 +30,7 @@ fn main() {
             if let Ok(dir) = std::env::var("TRACE_DIR") {
                 write_estimates(d, &format!("{dir}/sigma-{s:09.4}.pgm"));
             }
+            std::ops::ControlFlow::Continue(())
         })
         .unwrap();
 }
