@@ -111,7 +111,7 @@ if [ "${PACKAGE:-0}" = "1" ]; then
     cp -r "$reference" "$dist/reference"
   fi
   cp scripts/bench-sampling-pytorch.py scripts/bench-inception-pytorch.py "$dist/"
-  cp cli/assets/mnist.safetensors data/mnist/digits.safetensors scripts/run-on-gpu.sh "$dist/"
+  cp registry/assets/mnist.safetensors data/mnist/digits.safetensors scripts/run-on-gpu.sh "$dist/"
   # The CUDA binaries are ~65 MB each stripped (embedded PTX) and compress about 4x.
   tar -C dist -cJf dist/gpu.tar.xz gpu
   echo "staged $dist and dist/gpu.tar.xz ($(du -h dist/gpu.tar.xz | cut -f1), CUDA $runtime bindings):"

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
+pub mod hub_standin;
 pub mod mnist_judge;
 
 /// The folders of reference cases: `$MASKDIT_GOLDEN` (several separated by `:`), or

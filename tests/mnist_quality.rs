@@ -27,7 +27,7 @@ fn embedded_model_draws_the_requested_digits() {
         let bound = |i: usize| bounds[i].as_float().unwrap();
         GuidanceInterval::new(bound(0), bound(1)).unwrap()
     });
-    let bytes = std::fs::read(workspace().join("cli/assets/mnist.safetensors")).unwrap();
+    let bytes = std::fs::read(workspace().join("registry/assets/mnist.safetensors")).unwrap();
     let model = maskdit::checkpoint::load_bytes(&bytes, DType::F32, &Device::Cpu).unwrap();
     let started = std::time::Instant::now();
     let verdict = judge_model(&judge, &model, steps, cfg, interval, 20);

@@ -100,7 +100,8 @@ fn non_finite_samples_are_an_error_that_names_the_seeds() {
 
 #[test]
 fn the_embedded_model_makes_digit_images() {
-    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/assets/mnist.safetensors")).unwrap();
+    let bytes =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../registry/assets/mnist.safetensors")).unwrap();
     let model = checkpoint::load_bytes(&bytes, DType::F32, &Device::Cpu).unwrap();
     let pipeline = Pipeline::new(model, Decoder::Pixels, Sampler::Edm(EdmOptions::heun(3)));
     assert_eq!(pipeline.image_side(), 28);

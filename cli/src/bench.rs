@@ -310,7 +310,7 @@ impl Workload {
 /// network and the feature copy-out.
 fn inception(args: &BenchArgs) -> Result<Row> {
     const SIDE: usize = 256;
-    let path = crate::fetch::inception_weights(args.inception.as_deref())?;
+    let path = maskdit_registry::fetch::inception_weights(args.inception.as_deref())?;
     let device = args.device.open()?;
     let network = maskdit_eval::FidInception::load(&path, &device)?;
     let pixels = Tensor::rand(0f32, 255.0, (args.batch, 3, SIDE, SIDE), &device)?.to_dtype(DType::U8)?;

@@ -3,8 +3,10 @@
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::fetch::{fetch_dataset, fetch_evaluator, fetch_model, fetch_vae};
-use crate::registry::Registry;
+use maskdit_registry::fetch::{fetch_dataset, fetch_evaluator, fetch_model, fetch_vae};
+use maskdit_registry::Registry;
+
+use crate::progress::DownloadBar;
 
 /// Options of `maskdit download`.
 #[derive(Debug, Args)]
@@ -22,18 +24,18 @@ pub fn run(args: DownloadArgs) -> Result<()> {
         if entry.embedded {
             bail!("`{name}` is embedded in maskdit; there is nothing to download");
         }
-        let path = fetch_model(name, entry)?;
+        let path = fetch_model(name, entry, &mut DownloadBar::default())?;
         if let Some(vae) = &entry.vae {
-            let vae_path = fetch_vae(vae, registry.vae(vae)?)?;
+            let vae_path = fetch_vae(vae, registry.vae(vae)?, &mut DownloadBar::default())?;
             eprintln!("VAE {vae}: {}", vae_path.display());
         }
         path
     } else if let Some(entry) = registry.vaes.get(name) {
-        fetch_vae(name, entry)?
+        fetch_vae(name, entry, &mut DownloadBar::default())?
     } else if let Some(entry) = registry.datasets.get(name) {
-        fetch_dataset(name, entry)?
+        fetch_dataset(name, entry, &mut DownloadBar::default())?
     } else if let Some(entry) = registry.evaluators.get(name) {
-        fetch_evaluator(name, entry)?
+        fetch_evaluator(name, entry, &mut DownloadBar::default())?
     } else {
         let all: Vec<String> = registry
             .models
@@ -43,7 +45,7 @@ pub fn run(args: DownloadArgs) -> Result<()> {
             .chain(registry.evaluators.keys())
             .cloned()
             .collect();
-        bail!(crate::registry::unknown("model, VAE, dataset or evaluator", name, all.iter()));
+        return Err(maskdit_registry::unknown("model, VAE, dataset or evaluator", name, all.iter()).into());
     };
     println!("{}", path.display());
     Ok(())

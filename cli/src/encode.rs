@@ -13,7 +13,9 @@ use maskdit_vae::Autoencoder;
 
 use crate::device::DeviceChoice;
 use crate::progress;
-use crate::registry::Registry;
+use maskdit_registry::Registry;
+
+use crate::progress::DownloadBar;
 
 /// Options of `maskdit encode`.
 #[derive(Debug, Args)]
@@ -124,7 +126,11 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         let vae_path = if Path::new(&args.vae).exists() {
             PathBuf::from(&args.vae)
         } else {
-            crate::fetch::fetch_vae(&args.vae, Registry::load()?.vae(&args.vae)?)?
+            maskdit_registry::fetch::fetch_vae(
+                &args.vae,
+                Registry::load()?.vae(&args.vae)?,
+                &mut DownloadBar::default(),
+            )?
         };
         Some(Autoencoder::load(&vae_path, None, candle_core::DType::F32, &device)?)
     };

@@ -8,8 +8,8 @@ use clap::Args;
 use maskdit_eval::{FidInception, ImageSet, Statistics};
 
 use crate::device::DeviceChoice;
-use crate::fetch::inception_weights;
 use crate::progress;
+use maskdit_registry::fetch::inception_weights;
 
 /// Splits of the Inception Score (the original code's).
 const SCORE_SPLITS: usize = 10;

@@ -10,15 +10,17 @@ use clap::Args;
 use image::DynamicImage;
 use maskdit::{checkpoint, MaskDit, ModelConfig, WeightSet};
 use maskdit_pipeline::{Decoder, Pipeline};
+use maskdit_registry::fetch::{fetch_model, fetch_vae};
+use maskdit_registry::labels::resolve_class;
+use maskdit_registry::{Registry, EMBEDDED_MNIST};
 use maskdit_sampler::{DdpmOptions, Discretization, EdmOptions, GuidanceInterval, Sampler, Scaling, Schedule, Solver};
 use maskdit_vae::Autoencoder;
 
 use crate::device::{DTypeChoice, RankDevices};
-use crate::fetch::{fetch_model, fetch_vae};
-use crate::labels::resolve_class;
+
 use crate::launch::{self, LaunchArgs};
-use crate::progress;
-use crate::registry::{Registry, EMBEDDED_MNIST};
+use crate::progress::{self, DownloadBar};
+
 use crate::seeds::{Seeds, Shard};
 
 /// Options of `maskdit generate`.
@@ -188,7 +190,11 @@ fn file_config(path: &Path, args: &GenerateArgs) -> Result<ModelConfig> {
 
 /// A VAE by registry name (fetched when not cached) or weights file.
 pub(crate) fn load_vae(registry: &Registry, name: &str, device: &Device, dtype: DType) -> Result<Autoencoder> {
-    let path = if Path::new(name).exists() { PathBuf::from(name) } else { fetch_vae(name, registry.vae(name)?)? };
+    let path = if Path::new(name).exists() {
+        PathBuf::from(name)
+    } else {
+        fetch_vae(name, registry.vae(name)?, &mut DownloadBar::default())?
+    };
     Autoencoder::load(&path, None, dtype, device).with_context(|| format!("cannot load the VAE {}", path.display()))
 }
 
@@ -208,7 +214,7 @@ fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType)
         }
         Some(entry) => {
             spinner.finish_and_clear();
-            let path = fetch_model(&name, entry)?;
+            let path = fetch_model(&name, entry, &mut DownloadBar::default())?;
             let preset = entry.preset.as_deref().context("registry entry lacks its architecture preset")?;
             let config = ModelConfig::preset(
                 preset,
@@ -226,7 +232,7 @@ fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType)
                 if path.extension().is_some() || name.contains(std::path::MAIN_SEPARATOR) {
                     bail!("{name} does not exist (no such file); check the path, or name a registry model (see `maskdit list`)");
                 }
-                bail!(crate::registry::unknown("model", &name, registry.models.keys()));
+                return Err(maskdit_registry::unknown("model", &name, registry.models.keys()).into());
             }
             let config = file_config(&path, args)?;
             let model = checkpoint::load(&path, &config, set, dtype, device)?;
@@ -350,7 +356,7 @@ fn generate(
         .classes
         .iter()
         .map(|c| resolve_class(c, config.num_classes, &loaded.class_names))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<maskdit_registry::Result<Vec<_>>>()?;
     let steps = args.steps.unwrap_or(loaded.steps);
     let cfg = match (args.cfg, config.num_classes) {
         (cfg, 0) => cfg.unwrap_or(1.0),

@@ -6,8 +6,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use maskdit::{checkpoint, ModelConfig};
 
-use crate::fetch::{cached_dataset, cached_evaluator, cached_model, cached_vae};
-use crate::registry::{Registry, EMBEDDED_MNIST};
+use maskdit_registry::fetch::{cached_dataset, cached_evaluator, cached_model, cached_vae};
+use maskdit_registry::{Registry, EMBEDDED_MNIST};
 
 /// Options of `maskdit list`.
 #[derive(Debug, Args)]
@@ -35,7 +35,7 @@ fn model_classes(model: &str, registry: &Registry) -> Result<(usize, Vec<String>
     }
     let path = Path::new(model);
     if !path.exists() {
-        bail!(crate::registry::unknown("model", model, registry.models.keys()));
+        return Err(maskdit_registry::unknown("model", model, registry.models.keys()).into());
     }
     if !maskdit_io::is_safetensors(path) {
         bail!(
@@ -58,7 +58,7 @@ fn list_classes(model: &str) -> Result<()> {
     }
     let names = match names {
         own if !own.is_empty() => own,
-        _ if count == 1000 => crate::labels::imagenet_names()?,
+        _ if count == 1000 => maskdit_registry::labels::imagenet_names()?,
         _ => (0..count).map(|i| i.to_string()).collect(),
     };
     for (index, name) in names.iter().enumerate() {

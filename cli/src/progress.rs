@@ -23,6 +23,30 @@ pub fn bytes(total: u64, message: &str) -> ProgressBar {
     styled(total, message, "{bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
 }
 
+/// Download progress as a byte bar per transfer, on standard error.
+#[derive(Default)]
+pub struct DownloadBar(Option<ProgressBar>);
+
+impl maskdit_registry::DownloadProgress for DownloadBar {
+    fn start(&mut self, _file: &str, done: u64, total: Option<u64>) {
+        let bar = bytes(total.unwrap_or(0), "download");
+        bar.set_position(done);
+        self.0 = Some(bar);
+    }
+
+    fn advance(&mut self, bytes: u64) {
+        if let Some(bar) = &self.0 {
+            bar.inc(bytes);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.0.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// A spinner for work of unknown length.
 pub fn spinner(message: &str) -> ProgressBar {
     let bar = ProgressBar::new_spinner();

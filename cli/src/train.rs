@@ -122,7 +122,7 @@ pub struct FinetuneArgs {
 /// name of a registry dataset (fetched when not cached).
 fn open_data(paths: &[PathBuf], channels: usize, size: usize, xflip: bool) -> Result<Box<dyn Dataset>> {
     if let [name] = paths {
-        let registry = crate::registry::Registry::load()?;
+        let registry = maskdit_registry::Registry::load()?;
         if let Some(entry) = registry.datasets.get(&*name.to_string_lossy()).filter(|_| !name.exists()) {
             if (entry.channels, entry.resolution) != (channels, size) {
                 bail!(
@@ -133,7 +133,11 @@ fn open_data(paths: &[PathBuf], channels: usize, size: usize, xflip: bool) -> Re
                     res = entry.resolution
                 );
             }
-            let dir = crate::fetch::fetch_dataset(&name.to_string_lossy(), entry)?;
+            let dir = maskdit_registry::fetch::fetch_dataset(
+                &name.to_string_lossy(),
+                entry,
+                &mut crate::progress::DownloadBar::default(),
+            )?;
             let ds = LmdbDataset::open(&dir, channels, size, xflip, maskdit_vae::SD_SCALE_FACTOR)?;
             return Ok(Box::new(ds));
         }

@@ -14,11 +14,11 @@ use clap::Args;
 use maskdit::{MaskDit, ModelConfig};
 use maskdit_eval::{FidInception, SetFeatures, Statistics};
 use maskdit_pipeline::{Decoder, Pipeline};
+use maskdit_registry::fetch::inception_weights;
+use maskdit_registry::Registry;
 use maskdit_sampler::{EdmOptions, Sampler};
 
-use crate::fetch::inception_weights;
 use crate::generate::load_vae;
-use crate::registry::Registry;
 
 /// The VAE latent models are decoded with unless `--eval-vae` names another.
 const DEFAULT_VAE: &str = "sd-vae-ft-mse";

@@ -423,7 +423,7 @@ fn impossible_or_destructive_requests_are_refused_up_front() {
 #[test]
 fn non_finite_samples_are_an_error() {
     let dir = Scratch::new("nan");
-    let embedded = workspace().join("cli/assets/mnist.safetensors");
+    let embedded = workspace().join("registry/assets/mnist.safetensors");
     let config = maskdit::checkpoint::read_config(&embedded).unwrap().unwrap();
     let mut weights = maskdit::checkpoint::read_tensors(&embedded, maskdit::WeightSet::Ema).unwrap();
     let bias = weights["model.final_layer.linear.bias"].clone();
@@ -688,7 +688,7 @@ fn training_logs_the_fid_of_ema_samples() {
     let reference = work.join("reference.npz");
     ok(&["fid-stats", s(&digit_folder("train-fid-real", "4", 4)), "--out", s(&reference), "--inception", s(&weights)]);
 
-    let embedded = workspace().join("cli/assets/mnist.safetensors");
+    let embedded = workspace().join("registry/assets/mnist.safetensors");
     let digits = workspace().join("data/mnist/digits.safetensors");
     let run = work.join("run");
     let mut args = vec!["finetune", "--preset", "mnist-finetune", "--from", s(&embedded), "--data", s(&digits)];
@@ -729,7 +729,7 @@ fn own_images_encode_in_pixel_space_and_fine_tune_the_embedded_model() {
     let first = image::open(root.join("ones/000000.png")).unwrap().to_luma8().into_raw();
     assert_eq!(shard["images"].get(0).unwrap().flatten_all().unwrap().to_vec1::<u8>().unwrap(), first);
 
-    let embedded = workspace().join("cli/assets/mnist.safetensors");
+    let embedded = workspace().join("registry/assets/mnist.safetensors");
     let run = Scratch::new("own-digits-run");
     ok(&["finetune", "--preset", "mnist-finetune", "--from", s(&embedded), "--data", s(&shards), "--out", s(&run)]
         .iter()

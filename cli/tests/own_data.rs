@@ -13,7 +13,7 @@ fn refs(v: &[String]) -> Vec<&str> {
 }
 
 fn embedded() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/mnist.safetensors")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../registry/assets/mnist.safetensors")
 }
 
 /// Digits of `class` drawn by the embedded model into `folder` (PNG files).

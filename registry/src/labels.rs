@@ -1,10 +1,21 @@
-//! Class arguments: indices, a model's own class names, or ImageNet class names.
+//! Class names: a model's own, or ImageNet's for the official 1000-class models; and class
+//! arguments resolved to indices.
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
+use crate::{unknown, Error, Result};
 
 const IMAGENET_LABELS: &str = include_str!("../assets/imagenet_labels.json");
+
+/// The built-in ImageNet list: index → (WordNet id, name).
+fn imagenet_labels() -> Result<BTreeMap<String, (String, String)>> {
+    serde_json::from_str(IMAGENET_LABELS)
+        .map_err(|e| Error::Registry(format!("the built-in ImageNet label list is malformed: {e}")))
+}
+
+fn label_index(index: &str) -> Result<usize> {
+    index.parse().map_err(|_| Error::Registry(format!("bad index `{index}` in the built-in ImageNet label list")))
+}
 
 fn normalise(name: &str) -> String {
     name.trim().to_lowercase().replace([' ', '-'], "_")
@@ -12,14 +23,24 @@ fn normalise(name: &str) -> String {
 
 /// The ImageNet class names, index order.
 pub fn imagenet_names() -> Result<Vec<String>> {
-    let labels: BTreeMap<String, (String, String)> =
-        serde_json::from_str(IMAGENET_LABELS).context("the built-in ImageNet label list is malformed")?;
-    let mut named: Vec<(usize, String)> = labels
+    let mut named: Vec<(usize, String)> = imagenet_labels()?
         .into_iter()
-        .map(|(index, (_, name))| Ok((index.parse::<usize>().context("bad index in the ImageNet label list")?, name)))
+        .map(|(index, (_, name))| Ok((label_index(&index)?, name)))
         .collect::<Result<_>>()?;
     named.sort();
     Ok(named.into_iter().map(|(_, name)| name).collect())
+}
+
+/// The class names of a model with `num_classes` classes: its `own` names (recorded in its
+/// file) where it has them, ImageNet's for a 1000-class model, none otherwise.
+pub fn class_names(num_classes: usize, own: &[String]) -> Result<Vec<String>> {
+    if !own.is_empty() {
+        return Ok(own.to_vec());
+    }
+    if num_classes == 1000 {
+        return imagenet_names();
+    }
+    Ok(Vec::new())
 }
 
 /// Resolves one `--class` value for a model with `num_classes` classes: one of the model's own
@@ -27,42 +48,52 @@ pub fn imagenet_names() -> Result<Vec<String>> {
 /// ImageNet class name such as `golden retriever`.
 pub fn resolve_class(value: &str, num_classes: usize, names: &[String]) -> Result<usize> {
     if num_classes == 0 {
-        bail!("this model is unconditional; drop --class");
+        return Err(Error::Class("this model is unconditional; drop --class".into()));
     }
     if let Some(index) = names.iter().position(|name| normalise(name) == normalise(value)) {
         return Ok(index);
     }
     if let Ok(index) = value.trim().parse::<i128>() {
         if index < 0 || index >= num_classes as i128 {
-            bail!("class {index} is out of range: this model has classes 0..{}", num_classes - 1);
+            return Err(Error::Class(format!(
+                "class {index} is out of range: this model has classes 0..{}",
+                num_classes - 1
+            )));
         }
         return Ok(index as usize);
     }
     if !names.is_empty() {
-        bail!(crate::registry::unknown("class of this model", &normalise(value), names.iter()));
+        return Err(unknown("class of this model", &normalise(value), names.iter()));
     }
     if num_classes != 1000 {
-        bail!(
+        return Err(Error::Class(format!(
             "class `{value}` is not a number; this {num_classes}-class model takes class indices 0..{}",
             num_classes - 1
-        );
+        )));
     }
-    let labels: BTreeMap<String, (String, String)> =
-        serde_json::from_str(IMAGENET_LABELS).context("the built-in ImageNet label list is malformed")?;
+    let labels = imagenet_labels()?;
     let want = normalise(value);
     let mut names = Vec::with_capacity(labels.len());
     for (index, (wnid, name)) in &labels {
         if normalise(name) == want || wnid.eq_ignore_ascii_case(value.trim()) {
-            return index.parse::<usize>().context("bad index in the ImageNet label list");
+            return label_index(index);
         }
         names.push(name.clone());
     }
-    Err(anyhow::anyhow!(crate::registry::unknown("ImageNet class", &want, names.iter())))
+    Err(unknown("ImageNet class", &want, names.iter()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_names_are_the_models_own_or_imagenets() -> Result<()> {
+        assert_eq!(class_names(1000, &[])?[207], "golden_retriever");
+        assert_eq!(class_names(2, &["a".into(), "b".into()])?, ["a", "b"]);
+        assert!(class_names(10, &[])?.is_empty());
+        Ok(())
+    }
 
     #[test]
     fn classes_by_index_and_name() -> Result<()> {

@@ -5,10 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-
+use crate::catalog::{url_cache_dir, DatasetEntry, EvaluatorEntry, ModelEntry, Registry, VaeEntry, INCEPTION_FID};
 use crate::hub::{self, HubRepo, RepoKind};
-use crate::registry::{url_cache_dir, DatasetEntry, EvaluatorEntry, ModelEntry, VaeEntry};
+use crate::{DownloadProgress, Error, Result};
 
 /// Whether `HF_HUB_OFFLINE` asks for no network.
 pub fn offline() -> bool {
@@ -57,45 +56,35 @@ impl Source<'_> {
         intact.then_some(dest)
     }
 
-    fn fetch(&self) -> Result<PathBuf> {
+    fn fetch(&self, progress: &mut dyn DownloadProgress) -> Result<PathBuf> {
         if let Some(path) = self.cached() {
             return Ok(path);
         }
         if offline() {
-            bail!(
-                "`{}` ({}) is not in the cache and HF_HUB_OFFLINE is set; run `maskdit download {}` with network access first",
-                self.name,
-                self.file,
-                self.name
-            );
+            return Err(Error::Offline { name: self.name.to_string() });
         }
         let mut failures = Vec::new();
         if let Some(hub) = self.hub() {
             let fetched = hub.list().and_then(|files| {
                 let file = hub::resolve(&files, self.file, self.sha256, hub.name())?.clone();
-                hub.download(self.file, &file)
+                hub.download(self.file, &file, progress)
             });
             match fetched {
                 Ok(path) => return Ok(path),
-                Err(e) => failures.push(format!("Hub repo {}: {e:#}", hub.name())),
+                Err(e) => failures.push(format!("Hub repo {}: {e}", hub.name())),
             }
         }
         for url in &self.mirrors {
             let url = mirror_url(url);
-            match download_url(&url, &self.mirror_destination(), self.sha256) {
+            match download_url(&url, &self.mirror_destination(), self.sha256, progress) {
                 Ok(path) => return Ok(path),
-                Err(e) => failures.push(format!("{url}: {e:#}")),
+                Err(e) => failures.push(format!("{url}: {e}")),
             }
         }
         if failures.is_empty() {
-            bail!("registry entry `{}` names no Hub repo and no address", self.name);
+            return Err(Error::Registry(format!("registry entry `{}` names no Hub repo and no address", self.name)));
         }
-        bail!(
-            "could not fetch `{}` ({}); every source failed:\n  {}\nCheck the network, HF_ENDPOINT and HF_TOKEN",
-            self.name,
-            self.file,
-            failures.join("\n  ")
-        )
+        Err(Error::AllSourcesFailed { name: format!("{}` (`{}", self.name, self.file), failures })
     }
 }
 
@@ -131,18 +120,18 @@ pub fn cached_vae(name: &str, entry: &VaeEntry) -> Option<PathBuf> {
 }
 
 /// Fetches a model entry (a no-op when a verified copy is cached).
-pub fn fetch_model(name: &str, entry: &ModelEntry) -> Result<PathBuf> {
-    model_source(name, entry).fetch()
+pub fn fetch_model(name: &str, entry: &ModelEntry, progress: &mut dyn DownloadProgress) -> Result<PathBuf> {
+    model_source(name, entry).fetch(progress)
 }
 
 /// Fetches every file of a VAE entry; returns the weights file.
-pub fn fetch_vae(name: &str, entry: &VaeEntry) -> Result<PathBuf> {
+pub fn fetch_vae(name: &str, entry: &VaeEntry, progress: &mut dyn DownloadProgress) -> Result<PathBuf> {
     let mut first = None;
     for source in vae_sources(name, entry) {
-        let path = source.fetch()?;
+        let path = source.fetch(progress)?;
         first.get_or_insert(path);
     }
-    first.with_context(|| format!("VAE `{name}` lists no files"))
+    first.ok_or_else(|| Error::Registry(format!("VAE `{name}` lists no files")))
 }
 
 /// Whether the SHA-256 `have` (64 hex digits) is `want`: all of it, or its leading digits (as
@@ -165,51 +154,60 @@ pub fn inception_weights(given: Option<&Path>) -> Result<PathBuf> {
     if let Some(path) = given {
         return Ok(path.to_path_buf());
     }
-    let registry = crate::registry::Registry::load()?;
-    let name = crate::registry::INCEPTION_FID;
-    let entry = registry.evaluators.get(name).with_context(|| format!("the registry lists no `{name}`"))?;
-    cached_evaluator(name, entry).with_context(|| {
-        format!(
+    let registry = Registry::load()?;
+    let name = INCEPTION_FID;
+    let entry =
+        registry.evaluators.get(name).ok_or_else(|| Error::Registry(format!("the registry lists no `{name}`")))?;
+    cached_evaluator(name, entry).ok_or_else(|| {
+        Error::NotFound(format!(
             "this needs the FID Inception weights: run `maskdit download {name}` (or download {} yourself) \
              and pass it with --inception FILE",
             entry.url
-        )
+        ))
     })
 }
 
 /// Fetches an evaluator entry (a no-op when a verified copy is cached).
-pub fn fetch_evaluator(name: &str, entry: &EvaluatorEntry) -> Result<PathBuf> {
-    evaluator_source(name, entry).fetch()
+pub fn fetch_evaluator(name: &str, entry: &EvaluatorEntry, progress: &mut dyn DownloadProgress) -> Result<PathBuf> {
+    evaluator_source(name, entry).fetch(progress)
 }
 
 /// Downloads `url` to `dest`, resuming a partial `dest.part`; the file takes its final name
 /// only once it is whole (its length as the server announced it) and matches `sha256` (all of
 /// it or its leading digits) where that is known. A corrupt file is deleted; a short one stays as the partial to resume.
-pub fn download_url(url: &str, dest: &Path, sha256: Option<&str>) -> Result<PathBuf> {
-    let dir = dest.parent().context("download destination has no folder")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+pub fn download_url(
+    url: &str,
+    dest: &Path,
+    sha256: Option<&str>,
+    progress: &mut dyn DownloadProgress,
+) -> Result<PathBuf> {
+    let dir = dest.parent().ok_or_else(|| Error::Download(format!("{} has no folder", dest.display())))?;
+    std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
     let part = dest.with_extension("part");
-    let transfer = hub::transfer(url, &part, None)?;
+    let transfer = hub::transfer(url, &part, None, progress)?;
     let got = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     match transfer.total {
         Some(total) if got != total => {
-            bail!("the download broke off at {got} of {total} bytes; run the same command again to resume")
+            return Err(Error::Download(format!(
+                "the download broke off at {got} of {total} bytes; run the same command again to resume"
+            )))
         }
-        None if sha256.is_none() => bail!(
+        None if sha256.is_none() => return Err(Error::Download(
             "the server gave no length and the registry no checksum, so the download cannot be checked; not using it"
-        ),
+                .into(),
+        )),
         _ => {}
     }
     if let Some(want) = sha256 {
         let have = hub::sha256_of(&part)?;
         if !checksum_matches(&have, want) {
             let _ = std::fs::remove_file(&part);
-            bail!(
+            return Err(Error::Download(format!(
                 "the file has SHA-256 {have}, expected {want}: corrupt or not the listed one (deleted; download again)"
-            );
+            )));
         }
     }
-    std::fs::rename(&part, dest).with_context(|| format!("cannot move the download to {}", dest.display()))?;
+    std::fs::rename(&part, dest).map_err(Error::io("move the download to", dest))?;
     Ok(dest.to_path_buf())
 }
 
@@ -230,7 +228,7 @@ pub fn cached_dataset(name: &str, entry: &DatasetEntry) -> Option<PathBuf> {
 /// The repository files of a dataset entry's LMDB folder: the one folder whose path contains
 /// `folder_contains` and holds the data file.
 fn dataset_files(files: &[hub::RepoFile], entry: &DatasetEntry, repo: &str) -> Result<Vec<hub::RepoFile>> {
-    let data = entry.files.first().context("the dataset entry lists no files")?;
+    let data = entry.files.first().ok_or_else(|| Error::Registry("the dataset entry lists no files".into()))?;
     let folders: Vec<&str> = files
         .iter()
         .filter(|f| f.path.rsplit('/').next() == Some(data.as_str()) && f.path.contains(&entry.folder_contains))
@@ -238,58 +236,80 @@ fn dataset_files(files: &[hub::RepoFile], entry: &DatasetEntry, repo: &str) -> R
         .collect();
     let folder = match folders.as_slice() {
         [one] => *one,
-        [] => bail!("the Hub dataset {repo} holds no {data} under a folder naming `{}`", entry.folder_contains),
-        several => bail!(
-            "the Hub dataset {repo} holds several LMDB folders naming `{}`: {}",
-            entry.folder_contains,
-            several.join(", ")
-        ),
+        [] => {
+            return Err(Error::NotFound(format!(
+                "the Hub dataset {repo} holds no {data} under a folder naming `{}`",
+                entry.folder_contains
+            )))
+        }
+        several => {
+            return Err(Error::NotFound(format!(
+                "the Hub dataset {repo} holds several LMDB folders naming `{}`: {}",
+                entry.folder_contains,
+                several.join(", ")
+            )))
+        }
     };
     let wanted = |file: &str| if folder.is_empty() { file.to_string() } else { format!("{folder}/{file}") };
     Ok(entry.files.iter().filter_map(|file| files.iter().find(|f| f.path == wanted(file)).cloned()).collect())
 }
 
 /// Fetches the LMDB folder of a dataset entry (a no-op when cached); returns the folder.
-pub fn fetch_dataset(name: &str, entry: &DatasetEntry) -> Result<PathBuf> {
+pub fn fetch_dataset(name: &str, entry: &DatasetEntry, progress: &mut dyn DownloadProgress) -> Result<PathBuf> {
     if let Some(folder) = cached_dataset(name, entry) {
         return Ok(folder);
     }
     if offline() {
-        bail!("`{name}` is not in the cache and HF_HUB_OFFLINE is set; run `maskdit download {name}` with network access first");
+        return Err(Error::Offline { name: name.to_string() });
     }
     let hub = dataset_hub(entry);
     let from_hub = hub.list().and_then(|files| {
         let mut folder = None;
         for file in dataset_files(&files, entry, hub.name())? {
             let base = file.path.rsplit('/').next().unwrap_or(&file.path).to_string();
-            let path = hub.download(&format!("{name}/{base}"), &file)?;
+            let path = hub.download(&format!("{name}/{base}"), &file, progress)?;
             folder.get_or_insert(path.parent().map(Path::to_path_buf).unwrap_or_default());
         }
-        folder.context("no files")
+        folder.ok_or_else(|| Error::NotFound("no files".into()))
     });
     let mut failures = Vec::new();
     match from_hub {
         Ok(folder) => return Ok(folder),
-        Err(e) => failures.push(format!("Hub dataset {}: {e:#}", hub.name())),
+        Err(e) => failures.push(format!("Hub dataset {}: {e}", hub.name())),
     }
     if let Some(mirror) = &entry.mirror {
         let folder = url_cache_dir().join(name);
         let fetched = entry.files.iter().enumerate().try_for_each(|(i, file)| {
             let url = mirror_url(&format!("{}/{file}", mirror.trim_end_matches('/')));
-            match download_url(&url, &folder.join(file), None) {
+            match download_url(&url, &folder.join(file), None, progress) {
                 Ok(_) => Ok(()),
                 // Only the data file is required.
                 Err(_) if i > 0 => Ok(()),
-                Err(e) => Err(e.context(url)),
+                Err(e) => Err(format!("{url}: {e}")),
             }
         });
         match fetched {
             Ok(()) => return Ok(folder),
-            Err(e) => failures.push(format!("{e:#}")),
+            Err(failure) => failures.push(failure),
         }
     }
-    bail!(
-        "could not fetch `{name}`; every source failed:\n  {}\nCheck the network, HF_ENDPOINT and HF_TOKEN",
-        failures.join("\n  ")
-    )
+    Err(Error::AllSourcesFailed { name: name.to_string(), failures })
+}
+
+/// Where the weights of a registry model are, once resolved.
+#[derive(Debug, Clone)]
+pub enum ModelWeights {
+    /// Compiled into the crate ([`crate::EMBEDDED_MNIST`]).
+    Embedded(&'static [u8]),
+    /// A verified file in the cache.
+    File(PathBuf),
+}
+
+/// The weights of model entry `name`: the embedded bytes, else its verified file, fetched
+/// when it is not cached.
+pub fn model_weights(name: &str, entry: &ModelEntry, progress: &mut dyn DownloadProgress) -> Result<ModelWeights> {
+    if entry.embedded {
+        return Ok(ModelWeights::Embedded(crate::EMBEDDED_MNIST));
+    }
+    fetch_model(name, entry, progress).map(ModelWeights::File)
 }

@@ -1,15 +1,17 @@
-//! The registry of known models and VAEs (`weights.toml`, compiled in).
+//! The catalogue of known models, VAEs, datasets and evaluation networks (`weights.toml`,
+//! compiled in).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-/// The registry text shipped with the binary.
+use crate::{Error, Result};
+
+/// The registry text compiled into the crate.
 const REGISTRY: &str = include_str!("../../weights.toml");
 
-/// The weights of the embedded model.
+/// The weights of the embedded model (class-conditional MNIST digits, trained by the toolkit).
 pub const EMBEDDED_MNIST: &[u8] = include_bytes!("../assets/mnist.safetensors");
 
 /// All entries.
@@ -133,41 +135,58 @@ pub struct VaeEntry {
 impl Registry {
     /// The registry: the file `MASKDIT_REGISTRY` names, else the compiled-in one.
     pub fn load() -> Result<Self> {
-        let registry: Self = match std::env::var_os("MASKDIT_REGISTRY") {
+        match std::env::var_os("MASKDIT_REGISTRY") {
             Some(path) => {
-                let text = std::fs::read_to_string(&path).with_context(|| {
-                    format!("cannot read the registry {} (MASKDIT_REGISTRY)", Path::new(&path).display())
-                })?;
-                toml::from_str(&text)
-                    .with_context(|| format!("{} is not a registry like weights.toml", Path::new(&path).display()))?
+                let path = Path::new(&path);
+                let text =
+                    std::fs::read_to_string(path).map_err(Error::io("read the registry (MASKDIT_REGISTRY)", path))?;
+                Self::parse(&text).map_err(|e| {
+                    Error::Registry(format!("{} is not a registry like weights.toml: {e}", path.display()))
+                })
             }
-            None => toml::from_str(REGISTRY).context("the built-in weights.toml is malformed")?,
-        };
+            None => Self::builtin(),
+        }
+    }
+
+    /// The registry compiled into the crate (the workspace's weights.toml).
+    pub fn builtin() -> Result<Self> {
+        Self::parse(REGISTRY).map_err(|e| Error::Registry(format!("the built-in weights.toml is malformed: {e}")))
+    }
+
+    /// A registry from the text of a weights.toml, checked: checksums are hex, the default
+    /// model is listed.
+    pub fn parse(text: &str) -> Result<Self> {
+        let registry: Self = toml::from_str(text).map_err(|e| Error::Registry(e.to_string()))?;
         let checksums = registry.models.values().map(|e| &e.sha256);
         let checksums = checksums.chain(registry.vaes.values().map(|e| &e.sha256));
         for sha in checksums.chain(registry.evaluators.values().map(|e| &e.sha256)).flatten() {
             if !(8..=64).contains(&sha.len()) || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
-                bail!("weights.toml: `{sha}` is not a SHA-256 (8 to 64 hex digits)");
+                return Err(Error::Registry(format!("`{sha}` is not a SHA-256 (8 to 64 hex digits)")));
             }
         }
         if !registry.models.contains_key(&registry.default_model) {
-            bail!("weights.toml: default model `{}` is not listed", registry.default_model);
+            return Err(Error::Registry(format!("default model `{}` is not listed", registry.default_model)));
         }
         Ok(registry)
     }
 
+    /// The model called `name`, or an error suggesting the nearest names.
+    pub fn model(&self, name: &str) -> Result<&ModelEntry> {
+        self.models.get(name).ok_or_else(|| unknown("model", name, self.models.keys()))
+    }
+
     /// The VAE called `name`, or an error suggesting the nearest names.
     pub fn vae(&self, name: &str) -> Result<&VaeEntry> {
-        self.vaes.get(name).with_context(|| unknown("VAE", name, self.vaes.keys()))
+        self.vaes.get(name).ok_or_else(|| unknown("VAE", name, self.vaes.keys()))
     }
 }
 
-/// "unknown X `name`; did you mean a, b?" with the closest known names.
-pub fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {
+/// [`Error::Unknown`] for `name`, with the three known names closest to it.
+pub fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> Error {
     let mut scored: Vec<(f64, &String)> = known.map(|k| (strsim::jaro_winkler(name, k), k)).collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let near: Vec<&str> = scored.iter().take(3).map(|(_, k)| k.as_str()).collect();
-    format!("unknown {what} `{name}`; did you mean {}? (`maskdit list` shows all)", near.join(", "))
+    let suggestions = scored.iter().take(3).map(|(_, k)| k.to_string()).collect();
+    Error::Unknown { what: what.to_string(), name: name.to_string(), suggestions }
 }
 
 /// Where downloads by URL are cached: `$HF_HOME/maskdit` or `~/.cache/huggingface/maskdit`.

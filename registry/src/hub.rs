@@ -6,11 +6,10 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::progress;
+use crate::{DownloadProgress, Error, Result};
 
 /// A file of a Hub repository, as its tree listing gives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,9 +88,9 @@ fn mtime(path: &Path) -> Option<u128> {
 
 /// SHA-256 of a file, hex.
 pub fn sha256_of(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut file = std::fs::File::open(path).map_err(Error::io("read", path))?;
     let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).with_context(|| format!("cannot read {}", path.display()))?;
+    std::io::copy(&mut file, &mut hasher).map_err(Error::io("read", path))?;
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -135,10 +134,10 @@ impl HubRepo {
     fn remember(&self, name: &str, resolved: Resolved) -> Result<()> {
         let mut index = self.read_index();
         index.insert(name.to_string(), resolved);
-        let text = serde_json::to_string_pretty(&index)?;
-        std::fs::create_dir_all(self.cache_dir())?;
-        maskdit_io::write_atomic(&self.resolved_index(), |f| f.write_all(text.as_bytes()))?;
-        Ok(())
+        let text = serde_json::to_string_pretty(&index).map_err(|e| Error::Registry(e.to_string()))?;
+        std::fs::create_dir_all(self.cache_dir()).map_err(Error::io("create", self.cache_dir()))?;
+        let path = self.resolved_index();
+        Ok(maskdit_io::write_atomic(&path, |f| f.write_all(text.as_bytes()))?)
     }
 
     fn get(&self, url: &str) -> Result<ureq::Response> {
@@ -148,8 +147,8 @@ impl HubRepo {
         }
         match request.call() {
             Ok(response) => Ok(response),
-            Err(ureq::Error::Status(code, _)) => bail!("{url} answered HTTP {code}"),
-            Err(e) => Err(e).with_context(|| format!("cannot reach {url}")),
+            Err(ureq::Error::Status(status, _)) => Err(Error::Status { url: url.to_string(), status }),
+            Err(e) => Err(Error::Unreachable { url: url.to_string(), reason: e.to_string() }),
         }
     }
 
@@ -166,8 +165,10 @@ impl HubRepo {
         while let Some(page) = url.take() {
             let response = self.get(&page)?;
             url = response.header("Link").and_then(next_page);
-            let entries: Vec<TreeEntry> =
-                response.into_json().with_context(|| format!("{page} did not answer with a file list"))?;
+            let entries: Vec<TreeEntry> = response.into_json().map_err(|e| Error::Unreachable {
+                url: page.clone(),
+                reason: format!("no file list in the answer ({e})"),
+            })?;
             files.extend(entries.into_iter().filter(|e| e.kind == "file").map(|e| RepoFile {
                 path: e.path,
                 size: e.size,
@@ -201,11 +202,11 @@ impl HubRepo {
 
     /// Downloads `file` into the cache (resuming a partial download), verifies its size and
     /// SHA-256, and remembers it as registry file `name`.
-    pub fn download(&self, name: &str, file: &RepoFile) -> Result<PathBuf> {
+    pub fn download(&self, name: &str, file: &RepoFile, progress: &mut dyn DownloadProgress) -> Result<PathBuf> {
         let prefix = if self.kind == RepoKind::Dataset { "datasets/" } else { "" };
         let url = format!("{}/{prefix}{}/resolve/{}/{}", self.endpoint, self.repo, self.revision, file.path);
         let blobs = self.cache_dir().join("blobs");
-        std::fs::create_dir_all(&blobs).with_context(|| format!("cannot create {}", blobs.display()))?;
+        std::fs::create_dir_all(&blobs).map_err(Error::io("create", &blobs))?;
         let blob_name = file.sha256.clone().unwrap_or_else(|| format!("{}-{}", file.size, file.path.replace('/', "_")));
         let blob = blobs.join(&blob_name);
         let partial = blobs.join(format!("{blob_name}.incomplete"));
@@ -214,41 +215,49 @@ impl HubRepo {
         if !already {
             let _ = std::fs::remove_file(&blob);
         }
-        let commit = if already { self.revision.clone() } else { self.fetch_blob(&url, file, &partial, &blob)? };
+        let commit =
+            if already { self.revision.clone() } else { self.fetch_blob(&url, file, &partial, &blob, progress)? };
         self.link(name, file, &blob_name, commit)
     }
 
     /// Transfers `url` into `partial`, checks it against `file` and renames it to `blob`;
     /// returns the commit the server named.
-    fn fetch_blob(&self, url: &str, file: &RepoFile, partial: &Path, blob: &Path) -> Result<String> {
-        let commit = transfer(url, partial, self.token.as_deref())?.commit.unwrap_or_else(|| self.revision.clone());
+    fn fetch_blob(
+        &self,
+        url: &str,
+        file: &RepoFile,
+        partial: &Path,
+        blob: &Path,
+        progress: &mut dyn DownloadProgress,
+    ) -> Result<String> {
+        let transfer = transfer(url, partial, self.token.as_deref(), progress)?;
+        let commit = transfer.commit.unwrap_or_else(|| self.revision.clone());
         let got = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
         if got > file.size {
             let _ = std::fs::remove_file(partial);
-            bail!(
+            return Err(Error::Download(format!(
                 "{} from {} came out longer than the {} bytes the Hub lists (deleted; download again)",
-                file.path,
-                self.repo,
-                file.size
-            );
+                file.path, self.repo, file.size
+            )));
         }
         if got != file.size {
             // A resumable partial stays under its own name; nothing looks complete.
-            bail!(
+            return Err(Error::Download(format!(
                 "the download of {} from {} broke off at {got} of {} bytes; run the same command again to resume",
-                file.path,
-                self.repo,
-                file.size
-            );
+                file.path, self.repo, file.size
+            )));
         }
         if let Some(want) = &file.sha256 {
             let have = sha256_of(partial)?;
             if &have != want {
                 let _ = std::fs::remove_file(partial);
-                bail!("{} from {} has SHA-256 {have}, the Hub lists {want}: the transfer was corrupt (deleted; download again)", file.path, self.repo);
+                return Err(Error::Download(format!(
+                    "{} from {} has SHA-256 {have}, the Hub lists {want}: the transfer was corrupt (deleted; download again)",
+                    file.path, self.repo
+                )));
             }
         }
-        std::fs::rename(partial, blob).with_context(|| format!("cannot move the download to {}", blob.display()))?;
+        std::fs::rename(partial, blob).map_err(Error::io("move the download to", blob))?;
         Ok(commit)
     }
 
@@ -256,15 +265,16 @@ impl HubRepo {
     fn link(&self, name: &str, file: &RepoFile, blob_name: &str, commit: String) -> Result<PathBuf> {
         let blob = self.cache_dir().join("blobs").join(blob_name);
         let link = self.cache_dir().join("snapshots").join(&commit).join(&file.path);
-        let parent = link.parent().context("snapshot path has no folder")?;
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        let parent = link.parent().ok_or_else(|| Error::Download(format!("{} has no folder", link.display())))?;
+        std::fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
         let _ = std::fs::remove_file(&link);
         let depth = file.path.matches('/').count() + 2;
         let target = PathBuf::from("../".repeat(depth)).join("blobs").join(blob_name);
-        std::os::unix::fs::symlink(&target, &link).with_context(|| format!("cannot link {}", link.display()))?;
+        std::os::unix::fs::symlink(&target, &link).map_err(Error::io("link", &link))?;
         let refs = self.cache_dir().join("refs");
-        std::fs::create_dir_all(&refs)?;
-        maskdit_io::write_atomic(&refs.join(&self.revision), |f| f.write_all(commit.as_bytes()))?;
+        std::fs::create_dir_all(&refs).map_err(Error::io("create", &refs))?;
+        let reference = refs.join(&self.revision);
+        maskdit_io::write_atomic(&reference, |f| f.write_all(commit.as_bytes()))?;
         self.remember(name, Resolved { file: file.clone(), commit, verified_mtime: mtime(&blob) })?;
         Ok(link)
     }
@@ -299,14 +309,17 @@ pub fn resolve<'a>(files: &'a [RepoFile], name: &str, sha256: Option<&str>, repo
                 .map(|f| f.path.as_str())
                 .filter(|p| p.ends_with(".pt") || p.ends_with(".pth") || p.ends_with(".safetensors"))
                 .collect();
-            bail!(
+            Err(Error::NotFound(format!(
                 "the Hub repo {repo} holds no file {name}; its weight files: {}",
                 if similar.is_empty() { "none".to_string() } else { similar.join(", ") }
-            )
+            )))
         }
         several => {
             let paths: Vec<&str> = several.iter().map(|f| f.path.as_str()).collect();
-            bail!("the Hub repo {repo} holds {name} in several places ({}); name one in weights.toml", paths.join(", "))
+            Err(Error::NotFound(format!(
+                "the Hub repo {repo} holds {name} in several places ({}); name one in weights.toml",
+                paths.join(", ")
+            )))
         }
     }
 }
@@ -320,9 +333,14 @@ pub struct Transfer {
     pub total: Option<u64>,
 }
 
-/// Streams `url` into `partial`, resuming from its current length. A transfer that ends early
-/// is not an error here: the caller checks the size.
-pub fn transfer(url: &str, partial: &Path, token: Option<&str>) -> Result<Transfer> {
+/// Streams `url` into `partial`, resuming from its current length, reporting to `progress`. A
+/// transfer that ends early is not an error here: the caller checks the size.
+pub fn transfer(
+    url: &str,
+    partial: &Path,
+    token: Option<&str>,
+    progress: &mut dyn DownloadProgress,
+) -> Result<Transfer> {
     let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
     let mut request = ureq::get(url);
     if let Some(token) = token {
@@ -334,8 +352,8 @@ pub fn transfer(url: &str, partial: &Path, token: Option<&str>) -> Result<Transf
     let response = match request.call() {
         Ok(r) => r,
         Err(ureq::Error::Status(416, _)) => return Ok(Transfer { commit: None, total: Some(have) }),
-        Err(ureq::Error::Status(code, _)) => bail!("{url} answered HTTP {code}"),
-        Err(e) => return Err(e).with_context(|| format!("cannot reach {url}")),
+        Err(ureq::Error::Status(status, _)) => return Err(Error::Status { url: url.to_string(), status }),
+        Err(e) => return Err(Error::Unreachable { url: url.to_string(), reason: e.to_string() }),
     };
     let commit = response.header("X-Repo-Commit").map(str::to_string);
     let resumed = response.status() == 206;
@@ -346,10 +364,10 @@ pub fn transfer(url: &str, partial: &Path, token: Option<&str>) -> Result<Transf
         .append(resumed)
         .truncate(!resumed)
         .open(partial)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
+        .map_err(Error::io("write", partial))?;
     let start = if resumed { have } else { 0 };
-    let bar = progress::bytes(start + length.unwrap_or(0), "download");
-    bar.set_position(start);
+    let name = url.rsplit('/').next().unwrap_or(url);
+    progress.start(name, start, length.map(|l| start + l));
     let mut reader = response.into_reader();
     let mut buffer = vec![0u8; 1 << 20];
     // A broken connection ends the loop with what arrived; the caller's size check decides.
@@ -357,10 +375,13 @@ pub fn transfer(url: &str, partial: &Path, token: Option<&str>) -> Result<Transf
         if n == 0 {
             break;
         }
-        out.write_all(&buffer[..n]).with_context(|| format!("cannot write {}", partial.display()))?;
-        bar.inc(n as u64);
+        if let Err(e) = out.write_all(&buffer[..n]) {
+            progress.finish();
+            return Err(Error::io("write", partial)(e));
+        }
+        progress.advance(n as u64);
     }
-    out.sync_all().with_context(|| format!("cannot write {}", partial.display()))?;
-    bar.finish_and_clear();
+    progress.finish();
+    out.sync_all().map_err(Error::io("write", partial))?;
     Ok(Transfer { commit, total: length.map(|l| start + l) })
 }
