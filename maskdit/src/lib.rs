@@ -38,7 +38,6 @@ pub mod embed;
 mod error;
 pub mod flops;
 pub mod heads;
-pub mod kernels;
 pub mod labels;
 pub mod mask;
 pub mod model;

@@ -1,5 +1,5 @@
 //! The network's building operations and the two ways a forward pass can compute them. On the
-//! CPU in f32 the toolkit's fused kernels ([`crate::kernels`]), which backpropagate, serve both
+//! CPU in f32 the toolkit's fused kernels ([`maskdit_kernels`]), which backpropagate, serve both
 //! ways; on other devices and dtypes inference uses candle's fused layer norm and softmax, which
 //! have no backward pass and would silently stop gradients, and training the same kernels with
 //! a backward pass attached.
@@ -27,7 +27,7 @@ pub fn layer_norm(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
         let zeros = Tensor::zeros(width, x.dtype(), x.device())?;
         return Ok(candle_nn::ops::layer_norm(x, &ones, &zeros, EPS)?);
     }
-    Ok(crate::kernels::layer_norm(x, EPS)?)
+    Ok(maskdit_kernels::layer_norm(x, EPS)?)
 }
 
 /// Softmax over the last dimension: candle's fused kernel, for training with a backward pass
@@ -35,15 +35,15 @@ pub fn layer_norm(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
 fn softmax_last_dim(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
     match kernels {
         Kernels::Fused => Ok(candle_nn::ops::softmax_last_dim(x)?),
-        Kernels::Differentiable => Ok(crate::kernels::softmax_last_dim(x)?),
+        Kernels::Differentiable => Ok(maskdit_kernels::softmax_last_dim(x)?),
     }
 }
 
 /// Multi-head self-attention on the packed `(N, L, 3·width)` qkv projection (`[q | k | v]`,
 /// heads side by side in each) → `(N, L, width)`, `softmax(q·kᵀ/√d)·v` per head.
 pub fn attention(qkv: &Tensor, heads: usize, kernels: Kernels) -> Result<Tensor> {
-    if crate::kernels::attention_applies(qkv) {
-        return Ok(crate::kernels::attention(qkv, heads)?);
+    if maskdit_kernels::attention_applies(qkv) {
+        return Ok(maskdit_kernels::attention(qkv, heads)?);
     }
     let (n, l, packed) = qkv.dims3()?;
     let (width, head_dim) = (packed / 3, packed / 3 / heads);
@@ -57,17 +57,17 @@ pub fn attention(qkv: &Tensor, heads: usize, kernels: Kernels) -> Result<Tensor>
 
 /// Tanh-approximated GELU (fused and differentiable for f32 on the CPU).
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    Ok(crate::kernels::gelu_tanh(x)?)
+    Ok(maskdit_kernels::gelu_tanh(x)?)
 }
 
 /// `x · (1 + scale) + shift`, with `scale` and `shift` of shape `(N, width)` broadcast over tokens.
 pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    Ok(crate::kernels::modulate(x, shift, scale)?)
+    Ok(maskdit_kernels::modulate(x, shift, scale)?)
 }
 
 /// `x + h · gate`, with `gate` of shape `(N, width)` broadcast over tokens.
 pub fn gated_residual(x: &Tensor, h: &Tensor, gate: &Tensor) -> Result<Tensor> {
-    Ok(crate::kernels::gated_residual(x, h, gate)?)
+    Ok(maskdit_kernels::gated_residual(x, h, gate)?)
 }
 
 /// A linear layer that folds leading dimensions into one matrix product.
@@ -132,7 +132,7 @@ impl Module for Linear {
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let flat = x.reshape((rows, in_dim))?;
-        let out = crate::kernels::linear(&flat, &self.weight, self.bias.as_ref())?;
+        let out = maskdit_kernels::linear(&flat, &self.weight, self.bias.as_ref())?;
         let mut out_dims = dims;
         *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
         out.reshape(out_dims)

@@ -2,7 +2,7 @@
 
 use candle_core::{Tensor, Var};
 
-use maskdit::kernels::in_place::{self, Average};
+use maskdit_kernels::in_place::{self, Average};
 
 use crate::Result;
 

@@ -2,7 +2,7 @@
 
 use candle_core::{backprop::GradStore, Tensor, Var};
 
-use maskdit::kernels::in_place::{self, AdamWUpdate, Average};
+use maskdit_kernels::in_place::{self, AdamWUpdate, Average};
 
 use crate::{Error, Result};
 

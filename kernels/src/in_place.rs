@@ -3,7 +3,7 @@
 
 use candle_core::{bail, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor};
 
-use crate::kernels::{contiguous_slice, fill_chunks};
+use crate::{contiguous_slice, fill_chunks};
 
 /// Elements per work unit.
 const CHUNK: usize = 16 * 1024;

@@ -1,10 +1,13 @@
-//! Fused CPU kernels (f32) that also backpropagate: tanh-GELU, layer norm,
+//! Fused CPU kernels (f32) for MaskDiT that also backpropagate: tanh-GELU, layer norm,
 //! adaLN modulation, gated residuals, the linear layer and multi-head attention.
 //!
 //! Each is a candle custom op whose forward pass is one sweep over the data, spread over
 //! candle's CPU worker pool, and whose backward pass is another fused op. For other devices and
 //! dtypes, softmax and layer norm use candle's fused kernels with a backward pass attached
 //! ([`attached`]); the rest fall back to compositions of candle ops.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod attached;
 mod attention;

@@ -38,7 +38,7 @@ mod tests {
     use maskdit_testkit::SeededTensors;
 
     use super::PLAIN_ONLY;
-    use crate::kernels;
+    use crate as kernels;
 
     /// Values and gradients of every kernel on one input, as bit patterns.
     fn kernel_bits(x: &Var, shift: &Tensor, weight: &Tensor) -> Vec<Vec<u32>> {
