@@ -288,3 +288,37 @@ fn one_set_of_a_training_checkpoint_is_read_without_the_others() {
         assert!(read * 3 < std::fs::metadata(&path).unwrap().len(), "{set:?}");
     }
 }
+
+#[test]
+fn a_fine_tune_starts_from_an_official_checkpoint_as_the_cli_does() {
+    let case = maskdit_tests::cases_of(maskdit_tests::CaseKind::Model)
+        .into_iter()
+        .find(|case| case.join("checkpoint.pt").exists())
+        .expect("a case with an official training checkpoint");
+    let checkpoint = case.join("checkpoint.pt");
+    let config = ModelConfig::from_json(&std::fs::read_to_string(case.join("config.json")).unwrap()).unwrap();
+    let (start, report) = maskdit_train::start_from_checkpoint(&checkpoint, &config, false).unwrap();
+    assert!(report.skipped.is_empty() && report.initialised.is_empty() && report.ema_from_model.is_none());
+    let Start::From { model, ema: Some(ema) } = start else { panic!("no EMA taken from the checkpoint") };
+    let name = "model.final_layer.linear.weight";
+    assert_ne!(bits(&model[name]), bits(&ema[name]), "model and EMA weights are the checkpoint's two sets");
+
+    // Other classes: the label embedding is an expected difference, taken fresh and reported.
+    let mut other_classes = config.clone();
+    other_classes.num_classes += 3;
+    let (start, report) = maskdit_train::start_from_checkpoint(&checkpoint, &other_classes, false).unwrap();
+    assert!(report.initialised.iter().all(|n| n.starts_with("model.y_embedder.")), "{:?}", report.initialised);
+    assert!(!report.skipped.is_empty(), "the checkpoint's label embedding does not fit and is skipped");
+    let Start::From { model, ema: Some(ema) } = start else { panic!("no EMA") };
+    assert_eq!(model.len(), ema.len());
+
+    // A deeper model misses whole blocks: refused unless a partial start is allowed.
+    let mut deeper = config.clone();
+    deeper.depth += 1;
+    let Err(err) = maskdit_train::start_from_checkpoint(&checkpoint, &deeper, false) else {
+        panic!("a checkpoint missing whole blocks was taken without --allow-partial")
+    };
+    assert!(matches!(err, Error::Checkpoint { .. }) && err.to_string().contains("--allow-partial"), "{err}");
+    let (_, report) = maskdit_train::start_from_checkpoint(&checkpoint, &deeper, true).unwrap();
+    assert!(report.initialised.iter().any(|n| n.starts_with(&format!("model.blocks.{}.", config.depth))));
+}

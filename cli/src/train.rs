@@ -1,17 +1,16 @@
 //! `maskdit train` and `maskdit finetune`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use clap::Args;
 use indicatif::ProgressBar;
-use maskdit::{checkpoint, ModelConfig, WeightSet};
+use maskdit::{checkpoint, ModelConfig};
 use maskdit_train::data::{Dataset, LmdbDataset, ShardDataset, WithoutLabels};
-use maskdit_train::{preset, Precision, Start, TrainOptions, TrainPreset, TrainableModel, Trainer, PRESET_NAMES};
+use maskdit_train::{preset, short_list, Precision, Start, TrainOptions, TrainPreset, Trainer, PRESET_NAMES};
 
 use crate::device::RankDevices;
 use crate::launch::{self, LaunchArgs};
@@ -516,118 +515,30 @@ fn train_loop(
     Ok(trainer)
 }
 
-/// Whether a fine-tune may take parameter `name` fresh instead of from the checkpoint without
-/// `--allow-partial`: the fixed position tables (another resolution), the decoder and the mask
-/// token (a decoder added or dropped; then also the final layer, whose input width follows the
-/// decoder), and the label embedding (another set of classes).
-fn expected_difference(name: &str, decoder_changed: bool) -> bool {
-    name.ends_with("pos_embed")
-        || name.starts_with("model.decoder_")
-        || name == "model.mask_token"
-        || name.starts_with("model.y_embedder.")
-        || (decoder_changed && name.starts_with("model.final_layer."))
-}
-
-/// A short list of names: the first few and how many there are.
-fn short_list(names: &[String]) -> String {
-    const SHOWN: usize = 6;
-    let mut text = names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
-    if names.len() > SHOWN {
-        text.push_str(&format!(" and {} more", names.len() - SHOWN));
-    }
-    text
-}
-
-/// Loads starting weights for a fine-tune: model and EMA from an official `.pt` or a toolkit
-/// checkpoint, matched by name. Parameters that do not fit are refused unless their difference
-/// is an expected one ([`expected_difference`]) or `allow_partial`; those taken fresh are named.
+/// Loads the starting weights of a fine-tune ([`maskdit_train::start_from_checkpoint`]) and, on
+/// the main rank, says what was skipped or initialised fresh.
 fn load_start(path: &Path, config: &ModelConfig, allow_partial: bool, main: bool) -> Result<Start> {
-    let expected: HashMap<String, Vec<usize>> = maskdit::MaskDit::parameter_shapes(config)?.into_iter().collect();
-    let pick = |set: WeightSet| -> Result<HashMap<String, Tensor>> {
-        let tensors = checkpoint::read_tensors(path, set)?;
-        let decoder_changed = tensors.keys().any(|k| k.starts_with("model.decoder_")) != config.use_decoder;
-        let (mut kept, mut unfit) = (HashMap::new(), Vec::new());
-        for (name, t) in tensors {
-            match expected.get(&name) {
-                Some(shape) if shape.as_slice() == t.dims() => {
-                    kept.insert(name, t);
-                }
-                Some(shape) => unfit.push(format!("{name} {:?} (the model's: {shape:?})", t.dims())),
-                None => unfit.push(format!("{name} (not in the model)")),
-            }
-        }
-        let mut absent: Vec<String> = expected.keys().filter(|k| !kept.contains_key(*k)).cloned().collect();
-        unfit.sort();
-        absent.sort();
-        let surprising = |list: &[String]| -> Vec<String> {
-            list.iter()
-                .filter(|entry| {
-                    let name = entry.split(' ').next().unwrap_or(entry);
-                    !expected_difference(name, decoder_changed)
-                })
-                .cloned()
-                .collect()
-        };
-        let (bad_unfit, bad_absent) = (surprising(&unfit), surprising(&absent));
-        let misfits = !bad_unfit.is_empty() || !bad_absent.is_empty();
-        if misfits && !allow_partial {
-            bail!(
-                "{} does not fit this architecture ({} weights): {} of its tensors do not fit ({}) and {} of the model's \
-                 parameters are missing ({}); is this the right checkpoint and --preset/--config? To train from it \
-                 anyway, with the misfits initialised fresh, pass --allow-partial",
-                path.display(),
-                set.key(),
-                bad_unfit.len(),
-                short_list(&bad_unfit),
-                bad_absent.len(),
-                short_list(&bad_absent)
-            );
-        }
-        if !unfit.is_empty() && main {
+    let (start, report) = maskdit_train::start_from_checkpoint(path, config, allow_partial)?;
+    if main {
+        for (set, skipped) in &report.skipped {
             eprintln!(
                 "{}: skipped {} tensors that do not fit the model: {}",
                 set.key(),
-                unfit.len(),
-                short_list(&unfit)
+                skipped.len(),
+                short_list(skipped)
             );
         }
-        Ok(kept)
-    };
-    let mut model = pick(WeightSet::Model)?;
-    let ema = match pick(WeightSet::Ema) {
-        Ok(ema) => Some(ema),
-        Err(e) => {
-            if main {
-                eprintln!("no EMA weights ({e:#}); the EMA starts from the model weights");
-            }
-            None
+        if let Some(why) = &report.ema_from_model {
+            eprintln!("no EMA weights ({why}); the EMA starts from the model weights");
         }
-    };
-    let mut reset: Vec<String> = expected.keys().filter(|name| !model.contains_key(*name)).cloned().collect();
-    if !reset.is_empty() {
-        // A whole fresh model only when something is missing: it costs a set of weights.
-        let mut rng = <rand_chacha::ChaCha12Rng as rand::SeedableRng>::seed_from_u64(0);
-        let mut fresh = TrainableModel::fresh(config, &mut rng, &candle_core::Device::Cpu)?.weights()?;
-        for name in &reset {
-            if let Some(t) = fresh.remove(name) {
-                model.insert(name.clone(), t);
-            }
+        if !report.initialised.is_empty() {
+            eprintln!(
+                "initialised {} parameters missing from the checkpoint: {}",
+                report.initialised.len(),
+                short_list(&report.initialised)
+            );
         }
-    }
-    let ema = ema.map(|mut e| {
-        for name in expected.keys() {
-            if !e.contains_key(name) {
-                e.insert(name.clone(), model[name].clone());
-            }
-        }
-        e
-    });
-    if !reset.is_empty() && main {
-        reset.sort();
-        eprintln!("initialised {} parameters missing from the checkpoint: {}", reset.len(), short_list(&reset));
-    }
-    if main {
         eprintln!("optimiser state starts fresh (AdamW moments are not taken from {})", path.display());
     }
-    Ok(Start::From { model, ema })
+    Ok(start)
 }
