@@ -322,3 +322,37 @@ fn a_fine_tune_starts_from_an_official_checkpoint_as_the_cli_does() {
     let (_, report) = maskdit_train::start_from_checkpoint(&checkpoint, &deeper, true).unwrap();
     assert!(report.initialised.iter().any(|n| n.starts_with(&format!("model.blocks.{}.", config.depth))));
 }
+
+#[test]
+fn a_run_folder_resumes_its_latest_checkpoint_and_cuts_its_log_back() {
+    let dir = Scratch::new("run-folder");
+    let data = shard(&dir, 4);
+    let open = || -> Box<dyn Dataset> { Box::new(ShardDataset::open(std::slice::from_ref(&data), 0.18215).unwrap()) };
+    let run = maskdit_train::RunFolder::new(dir.join("run"));
+    run.create().unwrap();
+    assert_eq!(run.latest().unwrap(), None);
+    let mut trainer = Trainer::new(tiny_config(), options(5), open(), Start::Fresh, &Device::Cpu).unwrap();
+    for _ in 0..3 {
+        let report = trainer.train_step().unwrap();
+        run.append_log(&serde_json::json!({"step": report.step, "loss": report.loss})).unwrap();
+        if report.step < 3 {
+            trainer.save(&run.checkpoint(report.step)).unwrap();
+        }
+    }
+    assert_eq!(run.checkpoints().unwrap(), [run.checkpoint(1), run.checkpoint(2)]);
+    // Interrupted after step 3, whose checkpoint was never written: resume from step 2.
+    let resumed = run.resume(open(), &Device::Cpu).unwrap();
+    assert_eq!(resumed.step_count(), 2);
+    run.forget_log_after(resumed.step_count()).unwrap();
+    assert_eq!(std::fs::read_to_string(run.log()).unwrap().lines().count(), 2);
+    maskdit_train::check_same_run(&resumed, &tiny_config(), &options(9)).unwrap();
+    let changed = TrainOptions { lr: 2e-3, ..options(5) };
+    let err = maskdit_train::check_same_run(&resumed, &tiny_config(), &changed).unwrap_err().to_string();
+    assert!(err.contains("lr 0.002"), "{err}");
+    // A damaged latest checkpoint: the error names the one before it.
+    std::fs::write(run.checkpoint(2), b"damaged").unwrap();
+    let Err(err) = run.resume(open(), &Device::Cpu) else { panic!("a damaged checkpoint was resumed") };
+    let (latest, previous) = (run.checkpoint(2), run.checkpoint(1));
+    let err = err.to_string();
+    assert!(err.contains(&*latest.to_string_lossy()) && err.contains(&*previous.to_string_lossy()), "{err}");
+}

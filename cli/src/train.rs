@@ -10,7 +10,9 @@ use clap::Args;
 use indicatif::ProgressBar;
 use maskdit::{checkpoint, ModelConfig};
 use maskdit_train::data::{Dataset, LmdbDataset, ShardDataset, WithoutLabels};
-use maskdit_train::{preset, short_list, Precision, Start, TrainOptions, TrainPreset, Trainer, PRESET_NAMES};
+use maskdit_train::{
+    check_same_run, preset, short_list, Precision, RunFolder, Start, TrainOptions, TrainPreset, Trainer, PRESET_NAMES,
+};
 
 use crate::device::RankDevices;
 use crate::launch::{self, LaunchArgs};
@@ -169,45 +171,6 @@ fn open_data(paths: &[PathBuf], channels: usize, size: usize, xflip: bool) -> Re
     Ok(Box::new(ShardDataset::open(&files, maskdit_vae::SD_SCALE_FACTOR)?))
 }
 
-/// The run's checkpoints (`NNNNNNN.safetensors`), oldest first.
-fn checkpoints(dir: &Path) -> Result<Vec<PathBuf>> {
-    if !dir.exists() {
-        return Ok(Vec::new());
-    }
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "safetensors")
-                && p.file_stem().is_some_and(|s| s.to_string_lossy().chars().all(|c| c.is_ascii_digit()))
-        })
-        .collect();
-    found.sort();
-    Ok(found)
-}
-
-fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
-    Ok(checkpoints(dir)?.pop())
-}
-
-/// Drops log lines of steps after `step` (those of a run interrupted after its last checkpoint).
-fn forget_log_after(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_none_or(|s| s <= step)
-        })
-        .collect();
-    maskdit_io::write_atomic(path, |file| {
-        use std::io::Write;
-        kept.iter().try_for_each(|line| writeln!(file, "{line}"))
-    })
-    .with_context(|| format!("cannot rewrite {}", path.display()))
-}
-
 /// Micro-batches per step on each of `world` ranks: the fewest that keep a micro-batch within
 /// `per_gpu` examples and split the rank's share evenly.
 fn default_grad_accum(batch: usize, world: usize, per_gpu: usize) -> usize {
@@ -308,18 +271,20 @@ fn start_trainer(
     }
     let class_names = fit_classes(args, &mut config, data.as_ref(), main)?;
     let options = run_options(args, recipe, &config, world);
-    let ckpt_dir = args.out.join("checkpoints");
-    std::fs::create_dir_all(&ckpt_dir).with_context(|| format!("cannot create {}", ckpt_dir.display()))?;
-    match (args.resume, latest_checkpoint(&ckpt_dir)?) {
+    let run = RunFolder::new(&args.out);
+    run.create()?;
+    let ckpt_dir = run.checkpoint_dir();
+    match (args.resume, run.latest()?) {
         (true, Some(latest)) => {
             if main {
                 eprintln!("resuming from {}", latest.display());
             }
-            let mut trainer =
-                Trainer::resume(&latest, data, device).map_err(|e| unreadable_latest(&ckpt_dir, &latest, e))?;
-            check_same_run(&trainer, &config, &options)?;
+            let mut trainer = run.resume(data, device)?;
+            check_same_run(&trainer, &config, &options).with_context(|| {
+                format!("cannot --resume the run in {} (only --steps may change)", args.out.display())
+            })?;
             if main {
-                forget_log_after(&args.out.join("log.jsonl"), trainer.step_count())?;
+                run.forget_log_after(trainer.step_count())?;
             }
             if let Some(steps) = args.steps {
                 trainer.set_max_steps(steps)?;
@@ -340,52 +305,6 @@ fn start_trainer(
             Ok((Trainer::new(config, options, data, start, device)?, class_names))
         }
     }
-}
-
-/// The error for a latest checkpoint that cannot be resumed, naming the one before it.
-fn unreadable_latest(dir: &Path, latest: &Path, err: maskdit_train::Error) -> anyhow::Error {
-    let previous = checkpoints(dir).ok().and_then(|mut all| {
-        all.retain(|p| p != latest);
-        all.pop()
-    });
-    match previous {
-        Some(previous) => anyhow::anyhow!(
-            "cannot resume from {}: {err}; the checkpoint before it is {}: move {} aside and run again with --resume \
-             to continue from there",
-            latest.display(),
-            previous.display(),
-            latest.display()
-        ),
-        None => anyhow::anyhow!("cannot resume from {}: {err}; there is no earlier checkpoint", latest.display()),
-    }
-}
-
-/// Refuses to resume with settings other than the run's (all but the number of steps and the
-/// micro-batching, which changes only round-off).
-fn check_same_run(trainer: &Trainer, config: &ModelConfig, options: &TrainOptions) -> Result<()> {
-    let saved = serde_json::to_value(TrainOptions { grad_accum: options.grad_accum, ..trainer.options().clone() })?;
-    let asked = serde_json::to_value(TrainOptions { max_steps: trainer.options().max_steps, ..options.clone() })?;
-    let mut differences: Vec<String> = match (saved.as_object(), asked.as_object()) {
-        (Some(saved), Some(asked)) => asked
-            .iter()
-            .filter(|(key, value)| saved.get(*key) != Some(value))
-            .map(|(key, value)| {
-                format!("{key} {value} (the run's: {})", saved.get(key).unwrap_or(&serde_json::Value::Null))
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    if trainer.config() != config {
-        differences.push("the architecture (--preset or --config)".into());
-    }
-    if !differences.is_empty() {
-        bail!(
-            "--resume with other settings than the run was started with: {}; resume with the run's own settings (only \
-             --steps may change), or start a new run in another --out",
-            differences.join(", ")
-        );
-    }
-    Ok(())
 }
 
 /// Runs `train` (from scratch, or `from` weights for `finetune`).
@@ -463,15 +382,14 @@ fn train_loop(
         let stop = stop.clone();
         ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("cannot install the Ctrl-C handler")?;
     }
-    let ckpt_dir = out.join("checkpoints");
-    let log = out.join("log.jsonl");
+    let run = RunFolder::new(out);
     let main = trainer.rank() == 0;
     let bar = if main { progress::bar(trainer.options().max_steps, "training") } else { ProgressBar::hidden() };
     bar.set_position(trainer.step_count());
     let started = std::time::Instant::now();
     let first_step = trainer.step_count();
     let save = |trainer: &Trainer| -> Result<PathBuf> {
-        let path = ckpt_dir.join(format!("{:07}.safetensors", trainer.step_count()));
+        let path = run.checkpoint(trainer.step_count());
         if main {
             trainer.save(&path)?;
         }
@@ -492,7 +410,7 @@ fn train_loop(
         if main {
             let line = serde_json::json!({"step": report.step, "loss": report.loss, "lr": report.lr,
                 "mask_ratio": report.mask_ratio, "steps_per_s": rate});
-            maskdit_io::append_line(&log, &line.to_string()).context("cannot write the training log")?;
+            run.append_log(&line).context("cannot write the training log")?;
         }
         bar.set_message(format!("loss {:.4}", report.loss));
         bar.set_position(report.step);
@@ -504,7 +422,7 @@ fn train_loop(
             let m = evaluator.measure(trainer.ema_weights(), trainer.config(), device)?;
             let line = serde_json::json!({"step": report.step, "fid": m.fid, "eval_images": m.images,
                 "eval_seconds": m.seconds});
-            maskdit_io::append_line(&log, &line.to_string()).context("cannot write the training log")?;
+            run.append_log(&line).context("cannot write the training log")?;
             bar.println(format!(
                 "step {}: FID {:.3} ({} EMA samples, {:.0} s)",
                 report.step, m.fid, m.images, m.seconds
