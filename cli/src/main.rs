@@ -1,24 +1,14 @@
 //! `maskdit`: generate images with MaskDiT, download the official checkpoints, train and
 //! fine-tune.
 
-mod allocator;
-mod bench;
-mod convert;
-mod device;
-mod download;
-mod encode;
-mod fid;
-mod generate;
-mod launch;
-mod list;
-mod progress;
-mod seeds;
-mod train;
-mod train_eval;
+mod commands;
+mod runtime;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use commands::{bench, convert, download, encode, fid, generate, list, train};
+use runtime::{allocator, launch};
 
 /// MaskDiT on candle: sampling, checkpoints, training.
 #[derive(Debug, Parser)]

@@ -15,7 +15,7 @@ use maskdit_train::{AdamW, AdamWConfig, EdmLoss, Precision, TrainableModel};
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
-use crate::device::{DTypeChoice, DeviceChoice};
+use crate::runtime::device::{DTypeChoice, DeviceChoice};
 
 /// Options of `maskdit bench`.
 #[derive(Debug, Args)]

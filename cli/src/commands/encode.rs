@@ -11,11 +11,11 @@ use maskdit_train::data::write_shard;
 use maskdit_vae::image::{center_crop_adm, from_image};
 use maskdit_vae::Autoencoder;
 
-use crate::device::DeviceChoice;
-use crate::progress;
+use crate::runtime::device::DeviceChoice;
+use crate::runtime::progress;
 use maskdit_registry::Registry;
 
-use crate::progress::DownloadBar;
+use crate::runtime::progress::DownloadBar;
 
 /// Options of `maskdit encode`.
 #[derive(Debug, Args)]

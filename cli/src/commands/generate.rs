@@ -16,12 +16,12 @@ use maskdit_registry::{Registry, EMBEDDED_MNIST};
 use maskdit_sampler::{DdpmOptions, Discretization, EdmOptions, GuidanceInterval, Sampler, Scaling, Schedule, Solver};
 use maskdit_vae::Autoencoder;
 
-use crate::device::{DTypeChoice, RankDevices};
+use crate::runtime::device::{DTypeChoice, RankDevices};
 
-use crate::launch::{self, LaunchArgs};
-use crate::progress::{self, DownloadBar};
+use crate::runtime::launch::{self, LaunchArgs};
+use crate::runtime::progress::{self, DownloadBar};
 
-use crate::seeds::{Seeds, Shard};
+use crate::runtime::seeds::{Seeds, Shard};
 
 /// Options of `maskdit generate`.
 #[derive(Debug, Args)]

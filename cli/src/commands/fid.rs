@@ -7,8 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use maskdit_eval::{FidInception, ImageSet, Statistics};
 
-use crate::device::DeviceChoice;
-use crate::progress;
+use crate::runtime::device::DeviceChoice;
+use crate::runtime::progress;
 use maskdit_registry::fetch::inception_weights;
 
 /// Splits of the Inception Score (the original code's).

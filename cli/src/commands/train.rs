@@ -14,10 +14,10 @@ use maskdit_train::{
     check_same_run, preset, short_list, Precision, RunFolder, Start, TrainOptions, TrainPreset, Trainer, PRESET_NAMES,
 };
 
-use crate::device::RankDevices;
-use crate::launch::{self, LaunchArgs};
-use crate::progress;
-use crate::train_eval::{EvalArgs, Evaluator};
+use crate::commands::train_eval::{EvalArgs, Evaluator};
+use crate::runtime::device::RankDevices;
+use crate::runtime::launch::{self, LaunchArgs};
+use crate::runtime::progress;
 
 /// A run stopped by Ctrl-C after saving a checkpoint (exit status 130).
 #[derive(Debug)]
@@ -137,7 +137,7 @@ fn open_data(paths: &[PathBuf], channels: usize, size: usize, xflip: bool) -> Re
             let dir = maskdit_registry::fetch::fetch_dataset(
                 &name.to_string_lossy(),
                 entry,
-                &mut crate::progress::DownloadBar::default(),
+                &mut crate::runtime::progress::DownloadBar::default(),
             )?;
             let ds = LmdbDataset::open(&dir, channels, size, xflip, maskdit_vae::SD_SCALE_FACTOR)?;
             return Ok(Box::new(ds));

@@ -18,7 +18,7 @@ use maskdit_registry::fetch::inception_weights;
 use maskdit_registry::Registry;
 use maskdit_sampler::{EdmOptions, Sampler};
 
-use crate::generate::load_vae;
+use crate::commands::generate::load_vae;
 
 /// The VAE latent models are decoded with unless `--eval-vae` names another.
 const DEFAULT_VAE: &str = "sd-vae-ft-mse";

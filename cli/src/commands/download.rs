@@ -6,7 +6,7 @@ use clap::Args;
 use maskdit_registry::fetch::{fetch_dataset, fetch_evaluator, fetch_model, fetch_vae};
 use maskdit_registry::Registry;
 
-use crate::progress::DownloadBar;
+use crate::runtime::progress::DownloadBar;
 
 /// Options of `maskdit download`.
 #[derive(Debug, Args)]

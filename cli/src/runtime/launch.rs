@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use maskdit_parallel::{Collective, TcpGroup, World, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE};
 
-use crate::device::RankDevices;
+use crate::runtime::device::RankDevices;
 
 /// How many ranks, and where rank 0 listens.
 #[derive(Debug, Clone, Args)]

@@ -1,0 +1,8 @@
+//! What the commands share at run time: devices, ranks and their launcher, progress bars, seed
+//! lists, the allocator setting.
+
+pub(crate) mod allocator;
+pub(crate) mod device;
+pub(crate) mod launch;
+pub(crate) mod progress;
+pub(crate) mod seeds;
