@@ -15,6 +15,10 @@ pub enum Error {
     #[error(transparent)]
     Sampler(#[from] maskdit_sampler::Error),
 
+    /// A registry entry could not be resolved or fetched.
+    #[error(transparent)]
+    Registry(#[from] maskdit_registry::Error),
+
     /// The VAE failed.
     #[error(transparent)]
     Vae(#[from] maskdit_vae::Error),

@@ -3,18 +3,29 @@
 //! images. PNG files and progress bars stay with the caller; the sampler's step hook passes
 //! through (progress, previews, stopping early).
 //!
+//! A registry model by name ([`load_model`]: fetched and verified, or the embedded one), with
+//! its VAE and default settings — `examples/generate.rs` runs this offline:
+//!
 //! ```no_run
 //! use std::ops::ControlFlow;
 //!
 //! use candle_core::{DType, Device};
-//! use maskdit_pipeline::{Decoder, Pipeline};
+//! use maskdit::WeightSet;
+//! use maskdit_pipeline::{load_model, load_vae, Decoder, Pipeline};
+//! use maskdit_registry::{Quiet, Registry};
 //! use maskdit_sampler::{EdmOptions, Sampler};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let model = maskdit::checkpoint::load_bytes(&std::fs::read("mnist.safetensors")?, DType::F32, &Device::Cpu)?;
-//! let pipeline = Pipeline::new(model, Decoder::Pixels, Sampler::Edm(EdmOptions::heun(18))).with_guidance(1.3, None)?;
-//! let digits = pipeline.images(&[0, 1, 2], Some(&[7, 7, 7]), &mut |_| ControlFlow::Continue(()))?;
-//! digits[0].save("seven.png")?;
+//! let (registry, device) = (Registry::load()?, Device::Cpu);
+//! let found = load_model(&registry, "imagenet256-guidance", WeightSet::Ema, DType::F32, &device, &mut Quiet)?;
+//! let decoder = match &found.vae {
+//!     Some(vae) => Decoder::Vae(load_vae(&registry, vae, DType::F32, &device, &mut Quiet)?.into()),
+//!     None => Decoder::Pixels,
+//! };
+//! let sampler = Sampler::Edm(EdmOptions::heun(found.steps));
+//! let pipeline = Pipeline::new(found.model, decoder, sampler).with_guidance(found.guidance, found.interval)?;
+//! let retrievers = pipeline.images(&[0, 1], Some(&[207, 207]), &mut |_| ControlFlow::Continue(()))?;
+//! retrievers[0].save("retriever.png")?;
 //! # Ok(())
 //! # }
 //! ```
@@ -22,7 +33,9 @@
 mod decoder;
 mod error;
 mod pipeline;
+mod registry_model;
 
 pub use decoder::Decoder;
 pub use error::{Error, Result};
 pub use pipeline::Pipeline;
+pub use registry_model::{load_model, load_vae, RegistryModel};

@@ -10,9 +10,8 @@ use clap::Args;
 use image::DynamicImage;
 use maskdit::{checkpoint, MaskDit, ModelConfig, WeightSet};
 use maskdit_pipeline::{Decoder, Pipeline};
-use maskdit_registry::fetch::{fetch_model, fetch_vae};
 use maskdit_registry::labels::resolve_class;
-use maskdit_registry::{Registry, EMBEDDED_MNIST};
+use maskdit_registry::Registry;
 use maskdit_sampler::{DdpmOptions, Discretization, EdmOptions, GuidanceInterval, Sampler, Scaling, Schedule, Solver};
 use maskdit_vae::Autoencoder;
 
@@ -188,43 +187,28 @@ fn file_config(path: &Path, args: &GenerateArgs) -> Result<ModelConfig> {
     }
 }
 
-/// A VAE by registry name (fetched when not cached) or weights file.
+/// A VAE by weights file or registry name (fetched when not cached).
 pub(crate) fn load_vae(registry: &Registry, name: &str, device: &Device, dtype: DType) -> Result<Autoencoder> {
-    let path = if Path::new(name).exists() {
-        PathBuf::from(name)
-    } else {
-        fetch_vae(name, registry.vae(name)?, &mut DownloadBar::default())?
-    };
-    Autoencoder::load(&path, None, dtype, device).with_context(|| format!("cannot load the VAE {}", path.display()))
+    if Path::new(name).exists() {
+        return Autoencoder::load(Path::new(name), None, dtype, device)
+            .with_context(|| format!("cannot load the VAE {name}"));
+    }
+    maskdit_pipeline::load_vae(registry, name, dtype, device, &mut DownloadBar::default())
+        .with_context(|| format!("cannot load the VAE {name}"))
 }
 
 fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType) -> Result<Loaded> {
     let spinner = progress::spinner("loading model");
     let set = args.weights;
     let name = args.model.clone().unwrap_or_else(|| registry.default_model.clone());
-    let entry = registry.models.get(&name);
     let mut class_names = Vec::new();
-    let interval = match entry.and_then(|entry| entry.guidance_interval) {
-        Some([low, high]) => Some(GuidanceInterval::new(low, high).with_context(|| format!("registry entry {name}"))?),
-        None => None,
-    };
-    let (model, default_vae, steps, cfg) = match entry {
-        Some(entry) if entry.embedded => {
-            (checkpoint::load_bytes(EMBEDDED_MNIST, dtype, device)?, None, entry.steps, entry.cfg)
-        }
+    let (model, default_vae, steps, cfg, interval) = match registry.models.get(&name) {
         Some(entry) => {
-            spinner.finish_and_clear();
-            let path = fetch_model(&name, entry, &mut DownloadBar::default())?;
-            let preset = entry.preset.as_deref().context("registry entry lacks its architecture preset")?;
-            let config = ModelConfig::preset(
-                preset,
-                entry.latent_size.unwrap_or(entry.resolution),
-                entry.latent_channels.unwrap_or(4),
-                entry.num_classes.unwrap_or(1000),
-                entry.decoder.unwrap_or(true),
-            )?;
-            let model = checkpoint::load(&path, &config, set, dtype, device)?;
-            (model, entry.vae.clone(), entry.steps, entry.cfg)
+            if !entry.embedded {
+                spinner.finish_and_clear();
+            }
+            let found = maskdit_pipeline::load_model(registry, &name, set, dtype, device, &mut DownloadBar::default())?;
+            (found.model, found.vae, found.steps, found.guidance, found.interval)
         }
         None => {
             let path = PathBuf::from(&name);
@@ -240,7 +224,7 @@ fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType)
                 class_names = checkpoint::read_class_names(&path)?;
             }
             let vae = (config.in_channels == 4).then(|| "sd-vae-ft-mse".to_string());
-            (model, vae, 40, 1.0)
+            (model, vae, 40, 1.0, None)
         }
     };
     spinner.finish_and_clear();
