@@ -32,10 +32,10 @@
 
 mod decoder;
 mod error;
+mod loading;
 mod pipeline;
-mod registry_model;
 
 pub use decoder::Decoder;
 pub use error::{Error, Result};
+pub use loading::{load_file, load_model, load_vae, LoadedModel};
 pub use pipeline::Pipeline;
-pub use registry_model::{load_model, load_vae, RegistryModel};

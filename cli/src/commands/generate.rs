@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
 use image::DynamicImage;
-use maskdit::{checkpoint, MaskDit, ModelConfig, WeightSet};
-use maskdit_pipeline::{Decoder, Pipeline};
+use maskdit::{ModelConfig, WeightSet};
+use maskdit_pipeline::{Decoder, LoadedModel, Pipeline};
 use maskdit_registry::labels::resolve_class;
 use maskdit_registry::Registry;
 use maskdit_sampler::{DdpmOptions, Discretization, EdmOptions, GuidanceInterval, Sampler, Scaling, Schedule, Solver};
@@ -153,40 +153,6 @@ enum SamplerKind {
     Ddpm,
 }
 
-struct Loaded {
-    model: MaskDit,
-    decoder: Decoder,
-    steps: usize,
-    cfg: f64,
-    /// The model's default guidance interval (`None`: every noise level).
-    interval: Option<GuidanceInterval>,
-    /// The model's own class names (recorded in its file; empty when it has none).
-    class_names: Vec<String>,
-}
-
-/// The architecture of a weights file: recorded in it, a config.json beside it, or --arch.
-fn file_config(path: &Path, args: &GenerateArgs) -> Result<ModelConfig> {
-    if path.extension().is_some_and(|e| e == "safetensors") {
-        if let Some(config) = checkpoint::read_config(path)? {
-            return Ok(config);
-        }
-    }
-    let beside = path.with_file_name("config.json");
-    if beside.exists() {
-        let text = std::fs::read_to_string(&beside).with_context(|| format!("cannot read {}", beside.display()))?;
-        return ModelConfig::from_json(&text).with_context(|| {
-            format!("{} is not a model configuration; fix it, or move it away and pass --arch", beside.display())
-        });
-    }
-    match &args.arch {
-        Some(arch) => Ok(ModelConfig::preset(arch, args.latent_size, 4, 1000, !args.no_decoder)?),
-        None => bail!(
-            "{} does not record its architecture; pass --arch (e.g. --arch DiT-XL/2 --latent-size 32)",
-            path.display()
-        ),
-    }
-}
-
 /// A VAE by weights file or registry name (fetched when not cached).
 pub(crate) fn load_vae(registry: &Registry, name: &str, device: &Device, dtype: DType) -> Result<Autoencoder> {
     if Path::new(name).exists() {
@@ -197,18 +163,17 @@ pub(crate) fn load_vae(registry: &Registry, name: &str, device: &Device, dtype: 
         .with_context(|| format!("cannot load the VAE {name}"))
 }
 
-fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType) -> Result<Loaded> {
+/// The model `--model` names (a registry entry or a file) with its defaults, and its decoder.
+fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType) -> Result<(LoadedModel, Decoder)> {
     let spinner = progress::spinner("loading model");
     let set = args.weights;
     let name = args.model.clone().unwrap_or_else(|| registry.default_model.clone());
-    let mut class_names = Vec::new();
-    let (model, default_vae, steps, cfg, interval) = match registry.models.get(&name) {
+    let found = match registry.models.get(&name) {
         Some(entry) => {
             if !entry.embedded {
                 spinner.finish_and_clear();
             }
-            let found = maskdit_pipeline::load_model(registry, &name, set, dtype, device, &mut DownloadBar::default())?;
-            (found.model, found.vae, found.steps, found.guidance, found.interval)
+            maskdit_pipeline::load_model(registry, &name, set, dtype, device, &mut DownloadBar::default())?
         }
         None => {
             let path = PathBuf::from(&name);
@@ -218,22 +183,18 @@ fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType)
                 }
                 return Err(maskdit_registry::unknown("model", &name, registry.models.keys()).into());
             }
-            let config = file_config(&path, args)?;
-            let model = checkpoint::load(&path, &config, set, dtype, device)?;
-            if maskdit_io::is_safetensors(&path) {
-                class_names = checkpoint::read_class_names(&path)?;
-            }
-            let vae = (config.in_channels == 4).then(|| "sd-vae-ft-mse".to_string());
-            (model, vae, 40, 1.0, None)
+            let arch = args.arch.as_deref();
+            let fallback =
+                arch.map(|a| ModelConfig::preset(a, args.latent_size, 4, 1000, !args.no_decoder)).transpose()?;
+            maskdit_pipeline::load_file(&path, fallback, set, dtype, device)?
         }
     };
     spinner.finish_and_clear();
-    let vae_name = args.vae.clone().or(default_vae);
-    let decoder = match vae_name {
-        Some(vae) => Decoder::Vae(std::sync::Arc::new(load_vae(registry, &vae, device, dtype)?)),
+    let decoder = match args.vae.as_ref().or(found.vae.as_ref()) {
+        Some(vae) => Decoder::Vae(std::sync::Arc::new(load_vae(registry, vae, device, dtype)?)),
         None => Decoder::Pixels,
     };
-    Ok(Loaded { model, decoder, steps, cfg, interval, class_names })
+    Ok((found, decoder))
 }
 
 fn sampler(args: &GenerateArgs, steps: usize) -> Sampler {
@@ -334,7 +295,7 @@ fn generate(
     let main = ranks.as_ref().is_none_or(|(world, _)| world.is_main());
     let device = args.device.for_local_rank(ranks.as_ref().map_or(0, |(world, _)| world.local_rank))?.open()?;
     let dtype = args.dtype.dtype();
-    let loaded = load(args, registry, &device, dtype)?;
+    let (loaded, decoder) = load(args, registry, &device, dtype)?;
     let config = loaded.model.config().clone();
     let classes = args
         .classes
@@ -344,14 +305,14 @@ fn generate(
     let steps = args.steps.unwrap_or(loaded.steps);
     let cfg = match (args.cfg, config.num_classes) {
         (cfg, 0) => cfg.unwrap_or(1.0),
-        (cfg, _) => cfg.unwrap_or(loaded.cfg),
+        (cfg, _) => cfg.unwrap_or(loaded.guidance),
     };
     let interval = match args.guidance_interval {
         Some(IntervalChoice::All) => None,
         Some(IntervalChoice::Range(interval)) => Some(interval),
         None => loaded.interval,
     };
-    let pipeline = Pipeline::new(loaded.model, loaded.decoder, sampler(args, steps))
+    let pipeline = Pipeline::new(loaded.model, decoder, sampler(args, steps))
         .with_guidance(cfg, interval)
         .with_context(|| format!("--cfg {cfg}"))?;
     let png = |seed: u64| args.out.join(format!("{seed:06}.png"));
