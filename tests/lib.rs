@@ -112,6 +112,32 @@ pub fn load(path: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &device()).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
+/// The EMA weights of model case `case` (its `config.json` and `weights.safetensors`), in f32
+/// on [`device`].
+pub fn case_model(case: &Path) -> maskdit::MaskDit {
+    let text = std::fs::read_to_string(case.join("config.json")).expect("the case's config.json");
+    let config = maskdit::ModelConfig::from_json(&text).expect("a model configuration");
+    let weights = case.join("weights.safetensors");
+    maskdit::checkpoint::load(&weights, &config, maskdit::WeightSet::Ema, DType::F32, &device())
+        .unwrap_or_else(|e| panic!("cannot load {}: {e}", weights.display()))
+}
+
+/// A sampler step hook that stops the run once `done` steps are finished, counting in `seen`
+/// the steps it was shown.
+pub fn stop_after(
+    done: usize,
+    seen: &mut usize,
+) -> impl FnMut(&maskdit_sampler::Step<'_>) -> std::ops::ControlFlow<()> + '_ {
+    move |step| {
+        *seen += 1;
+        if step.done() == done {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+}
+
 /// `map[key]`, or a panic naming the file's missing key.
 pub fn get<'a>(map: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
     map.get(key).unwrap_or_else(|| panic!("reference file lacks `{key}`"))

@@ -3,20 +3,12 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::Path;
 
 use candle_core::{DType, Tensor};
-use maskdit::{checkpoint, MaskDit, ModelConfig, WeightSet};
 use maskdit_sampler::{DdpmOptions, EdmOptions, Guided, RecordedNoise, Sampler, SeededNoise};
-use maskdit_tests::{assert_close, cases_of, get, load, scalar, CaseKind};
+use maskdit_tests::{assert_close, case_model as model, cases_of, get, load, scalar, stop_after, CaseKind};
 
 const SAMPLER_TOLERANCE: f64 = 1e-4;
-
-fn model(case: &Path) -> MaskDit {
-    let config = ModelConfig::from_json(&std::fs::read_to_string(case.join("config.json")).unwrap()).unwrap();
-    checkpoint::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, DType::F32, &maskdit_tests::device())
-        .unwrap()
-}
 
 fn text_option(refs: &HashMap<String, Tensor>, key: &str) -> Option<String> {
     refs.get(key).map(|t| String::from_utf8(t.to_vec1::<u8>().unwrap()).unwrap())
@@ -188,16 +180,8 @@ fn the_step_hook_stops_a_run() {
         .then(|| maskdit::one_hot([0, c.num_classes - 1], c.num_classes, &maskdit_tests::device()).unwrap());
     for sampler in [Sampler::Edm(EdmOptions::heun(6)), Sampler::Ddpm(DdpmOptions::new(6))] {
         let mut seen = 0;
-        let err = sampler
-            .sample(&net, &latents, labels.as_ref(), &mut noise, &mut |step| {
-                seen += 1;
-                if step.done() == 2 {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            })
-            .unwrap_err();
+        let err =
+            sampler.sample(&net, &latents, labels.as_ref(), &mut noise, &mut stop_after(2, &mut seen)).unwrap_err();
         assert!(matches!(err, maskdit_sampler::Error::Stopped { done: 2, total: 6 }), "{err}");
         assert_eq!(seen, 2, "the run went on after the hook said stop");
     }

@@ -4,15 +4,10 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use maskdit::{checkpoint, MaskDit, ModelConfig, WeightSet};
+use maskdit::checkpoint;
 use maskdit_pipeline::{Decoder, Error, Pipeline};
 use maskdit_sampler::{EdmOptions, Sampler, Step};
-use maskdit_tests::{cases_of, CaseKind};
-
-fn model(case: &Path) -> MaskDit {
-    let config = ModelConfig::from_json(&std::fs::read_to_string(case.join("config.json")).unwrap()).unwrap();
-    checkpoint::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap()
-}
+use maskdit_tests::{case_model as model, cases_of, CaseKind};
 
 /// The first class-conditional case's model, with churn so that per-step noise is drawn too.
 fn conditional() -> Pipeline {
@@ -53,16 +48,7 @@ fn an_image_depends_on_its_seed_and_class_only() {
 fn the_step_hook_stops_the_run() {
     let pipeline = conditional();
     let mut seen = 0;
-    let err = pipeline
-        .sample(&[0, 1], None, &mut |step| {
-            seen += 1;
-            if step.done() == 2 {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })
-        .unwrap_err();
+    let err = pipeline.sample(&[0, 1], None, &mut maskdit_tests::stop_after(2, &mut seen)).unwrap_err();
     assert!(matches!(err, Error::Sampler(maskdit_sampler::Error::Stopped { done: 2, total: 4 })), "{err}");
     assert_eq!(seen, 2);
 }

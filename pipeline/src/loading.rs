@@ -43,7 +43,8 @@ pub fn load_file(
     dtype: DType,
     device: &Device,
 ) -> Result<LoadedModel> {
-    let recorded = if maskdit_io::is_safetensors(path) { checkpoint::read_config(path)? } else { None };
+    let safetensors = maskdit_io::is_safetensors(path);
+    let recorded = if safetensors { checkpoint::read_config(path)? } else { None };
     let beside = path.with_file_name("config.json");
     let config = match (recorded, fallback) {
         (Some(config), _) => config,
@@ -67,7 +68,7 @@ pub fn load_file(
         }
     };
     let model = checkpoint::load(path, &config, set, dtype, device)?;
-    let class_names = if maskdit_io::is_safetensors(path) { checkpoint::read_class_names(path)? } else { Vec::new() };
+    let class_names = if safetensors { checkpoint::read_class_names(path)? } else { Vec::new() };
     let vae = (config.in_channels == 4).then(|| FILE_VAE.to_string());
     Ok(LoadedModel { model, vae, steps: 40, guidance: 1.0, interval: None, class_names })
 }
@@ -116,7 +117,8 @@ pub fn load_model(
     })
 }
 
-/// Loads VAE `name` of `registry`, fetched and verified when not cached.
+/// Loads a VAE: the weights file at `name` where one exists, else VAE `name` of `registry`,
+/// fetched and verified when not cached.
 pub fn load_vae(
     registry: &Registry,
     name: &str,
@@ -124,6 +126,9 @@ pub fn load_vae(
     device: &Device,
     progress: &mut dyn DownloadProgress,
 ) -> Result<Autoencoder> {
-    let path = fetch::fetch_vae(name, registry.vae(name)?, progress)?;
+    let path = match Path::new(name) {
+        file if file.exists() => file.to_path_buf(),
+        _ => fetch::fetch_vae(name, registry.vae(name)?, progress)?,
+    };
     Ok(Autoencoder::load(&path, None, dtype, device)?)
 }

@@ -74,12 +74,15 @@ pub enum Error {
 
     /// Every source of an entry failed; each failure is listed.
     #[error(
-        "could not fetch `{name}`; every source failed:\n  {}\nCheck the network, HF_ENDPOINT and HF_TOKEN",
+        "could not fetch `{name}`{}; every source failed:\n  {}\nCheck the network, HF_ENDPOINT and HF_TOKEN",
+        file.as_ref().map(|f| format!(" ({f})")).unwrap_or_default(),
         failures.join("\n  ")
     )]
     AllSourcesFailed {
-        /// Registry name of the entry (with the file, where the entry has several).
+        /// Registry name of the entry.
         name: String,
+        /// The file of the entry that could not be fetched (entries of one folder: none).
+        file: Option<String>,
         /// One line per source tried.
         failures: Vec<String>,
     },

@@ -84,7 +84,7 @@ impl Source<'_> {
         if failures.is_empty() {
             return Err(Error::Registry(format!("registry entry `{}` names no Hub repo and no address", self.name)));
         }
-        Err(Error::AllSourcesFailed { name: format!("{}` (`{}", self.name, self.file), failures })
+        Err(Error::AllSourcesFailed { name: self.name.to_string(), file: Some(self.file.to_string()), failures })
     }
 }
 
@@ -293,7 +293,7 @@ pub fn fetch_dataset(name: &str, entry: &DatasetEntry, progress: &mut dyn Downlo
             Err(failure) => failures.push(failure),
         }
     }
-    Err(Error::AllSourcesFailed { name: name.to_string(), failures })
+    Err(Error::AllSourcesFailed { name: name.to_string(), file: None, failures })
 }
 
 /// Where the weights of a registry model are, once resolved.

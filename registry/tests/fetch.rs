@@ -92,6 +92,7 @@ fn a_registry_model_is_fetched_verified_and_then_served_offline() {
     let err = fetch::fetch_model("damaged", registry.model("damaged").unwrap(), &mut Counted::default()).unwrap_err();
     let Error::AllSourcesFailed { failures, .. } = &err else { panic!("{err}") };
     assert!(failures[0].contains("SHA-256"), "{err}");
+    assert!(err.to_string().contains("`damaged` (model.pt)"), "{err}");
     assert!(!home.join("hf/hub/models--org--damaged/snapshots").exists(), "a damaged file was cached");
 
     let err = registry.model("tinny").unwrap_err();

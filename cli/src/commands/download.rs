@@ -2,7 +2,6 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-
 use maskdit_registry::fetch::{fetch_dataset, fetch_evaluator, fetch_model, fetch_vae};
 use maskdit_registry::Registry;
 

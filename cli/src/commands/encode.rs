@@ -9,13 +9,11 @@ use candle_core::Tensor;
 use clap::Args;
 use maskdit_train::data::write_shard;
 use maskdit_vae::image::{center_crop_adm, from_image};
-use maskdit_vae::Autoencoder;
 
-use crate::runtime::device::DeviceChoice;
-use crate::runtime::progress;
 use maskdit_registry::Registry;
 
-use crate::runtime::progress::DownloadBar;
+use crate::runtime::device::DeviceChoice;
+use crate::runtime::progress::{self, DownloadBar};
 
 /// Options of `maskdit encode`.
 #[derive(Debug, Args)]
@@ -123,16 +121,9 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     let vae = if pixels {
         None
     } else {
-        let vae_path = if Path::new(&args.vae).exists() {
-            PathBuf::from(&args.vae)
-        } else {
-            maskdit_registry::fetch::fetch_vae(
-                &args.vae,
-                Registry::load()?.vae(&args.vae)?,
-                &mut DownloadBar::default(),
-            )?
-        };
-        Some(Autoencoder::load(&vae_path, None, candle_core::DType::F32, &device)?)
+        let registry = Registry::load()?;
+        let dtype = candle_core::DType::F32;
+        Some(maskdit_pipeline::load_vae(&registry, &args.vae, dtype, &device, &mut DownloadBar::default())?)
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let classes_path = args.out.join("classes.json");

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use maskdit_eval::{FidInception, ImageSet, Statistics};
+use maskdit_registry::fetch::inception_weights;
 
 use crate::runtime::device::DeviceChoice;
 use crate::runtime::progress;
-use maskdit_registry::fetch::inception_weights;
 
 /// Splits of the Inception Score (the original code's).
 const SCORE_SPLITS: usize = 10;

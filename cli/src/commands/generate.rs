@@ -1,8 +1,7 @@
 //! `maskdit generate`: class-conditional images, one PNG per seed.
 
-use std::path::{Path, PathBuf};
-
 use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
@@ -13,13 +12,10 @@ use maskdit_pipeline::{Decoder, LoadedModel, Pipeline};
 use maskdit_registry::labels::resolve_class;
 use maskdit_registry::Registry;
 use maskdit_sampler::{DdpmOptions, Discretization, EdmOptions, GuidanceInterval, Sampler, Scaling, Schedule, Solver};
-use maskdit_vae::Autoencoder;
 
 use crate::runtime::device::{DTypeChoice, RankDevices};
-
 use crate::runtime::launch::{self, LaunchArgs};
 use crate::runtime::progress::{self, DownloadBar};
-
 use crate::runtime::seeds::{Seeds, Shard};
 
 /// Options of `maskdit generate`.
@@ -153,16 +149,6 @@ enum SamplerKind {
     Ddpm,
 }
 
-/// A VAE by weights file or registry name (fetched when not cached).
-pub(crate) fn load_vae(registry: &Registry, name: &str, device: &Device, dtype: DType) -> Result<Autoencoder> {
-    if Path::new(name).exists() {
-        return Autoencoder::load(Path::new(name), None, dtype, device)
-            .with_context(|| format!("cannot load the VAE {name}"));
-    }
-    maskdit_pipeline::load_vae(registry, name, dtype, device, &mut DownloadBar::default())
-        .with_context(|| format!("cannot load the VAE {name}"))
-}
-
 /// The model `--model` names (a registry entry or a file) with its defaults, and its decoder.
 fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType) -> Result<(LoadedModel, Decoder)> {
     let spinner = progress::spinner("loading model");
@@ -191,7 +177,11 @@ fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType)
     };
     spinner.finish_and_clear();
     let decoder = match args.vae.as_ref().or(found.vae.as_ref()) {
-        Some(vae) => Decoder::Vae(std::sync::Arc::new(load_vae(registry, vae, device, dtype)?)),
+        Some(vae) => {
+            let vae = maskdit_pipeline::load_vae(registry, vae, dtype, device, &mut DownloadBar::default())
+                .with_context(|| format!("cannot load the VAE {vae}"))?;
+            Decoder::Vae(vae.into())
+        }
         None => Decoder::Pixels,
     };
     Ok((found, decoder))

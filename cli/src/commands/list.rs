@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use maskdit::{checkpoint, ModelConfig};
-
 use maskdit_registry::fetch::{cached_dataset, cached_evaluator, cached_model, cached_vae};
 use maskdit_registry::{Registry, EMBEDDED_MNIST};
 

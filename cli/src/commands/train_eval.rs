@@ -3,10 +3,9 @@
 //! `--enable_eval` does.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
-
-use std::ops::ControlFlow;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -18,7 +17,7 @@ use maskdit_registry::fetch::inception_weights;
 use maskdit_registry::Registry;
 use maskdit_sampler::{EdmOptions, Sampler};
 
-use crate::commands::generate::load_vae;
+use crate::runtime::progress::DownloadBar;
 
 /// The VAE latent models are decoded with unless `--eval-vae` names another.
 const DEFAULT_VAE: &str = "sd-vae-ft-mse";
@@ -109,7 +108,10 @@ impl Evaluator {
             Decoder::Pixels
         } else {
             let name = args.eval_vae.as_deref().unwrap_or(DEFAULT_VAE);
-            Decoder::Vae(std::sync::Arc::new(load_vae(&Registry::load()?, name, device, DType::F32)?))
+            let vae =
+                maskdit_pipeline::load_vae(&Registry::load()?, name, DType::F32, device, &mut DownloadBar::default())
+                    .with_context(|| format!("cannot load the VAE {name}"))?;
+            Decoder::Vae(vae.into())
         };
         Ok(Some(Self {
             every,
