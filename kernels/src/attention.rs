@@ -6,17 +6,28 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
 use super::product::{self, Operand, Threads};
-use super::{contiguous_slice, fast_exp, SharedMut};
+use super::{contiguous_slice, fast_exp, Backend, Pass, SharedMut};
 
 /// `(N, L, 3·width)` packed `[q | k | v]` (heads side by side in each) → `(N, L, width)`, the
-/// heads' outputs side by side; differentiable. f32 on the CPU only: see [`applies`].
-pub fn attention(qkv: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
-    qkv.contiguous()?.apply_op1(Attention { heads })
-}
-
-/// Whether [`attention`] handles `qkv` (f32 on the CPU).
-pub fn applies(qkv: &Tensor) -> bool {
-    super::fused_applies(qkv)
+/// heads' outputs side by side, `softmax(q·kᵀ/√d)·v` per head. For f32 on the CPU one fused op
+/// (differentiable); elsewhere candle's matrix products around its fused softmax, which has a
+/// backward pass attached for [`Pass::Training`].
+pub fn attention(qkv: &Tensor, heads: usize, pass: Pass) -> candle_core::Result<Tensor> {
+    if Backend::of(&[qkv]) == Backend::CpuF32 {
+        return qkv.contiguous()?.apply_op1(Attention { heads });
+    }
+    let (n, l, packed) = qkv.dims3()?;
+    let (width, head_dim) = (packed / 3, packed / 3 / heads.max(1));
+    let qkv = qkv.reshape((n, l, 3, heads, head_dim))?.permute((2, 0, 3, 1, 4))?;
+    let q = (qkv.get(0)? * (head_dim as f64).powf(-0.5))?.contiguous()?;
+    let k = qkv.get(1)?.contiguous()?;
+    let v = qkv.get(2)?.contiguous()?;
+    let scores = q.matmul(&k.t()?)?;
+    let weights = match pass {
+        Pass::Inference => candle_nn::ops::softmax_last_dim(&scores)?,
+        Pass::Training => super::attached::softmax_last_dim(&scores)?,
+    };
+    weights.matmul(&v)?.transpose(1, 2)?.reshape((n, l, width))
 }
 
 struct Attention {
@@ -241,7 +252,7 @@ mod tests {
                 let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
                 [y, grads.get(&qkv).unwrap().clone()]
             };
-            let fused = run(super::attention(&qkv, heads).unwrap());
+            let fused = run(super::attention(&qkv, heads, crate::Pass::Training).unwrap());
             let composed = run(reference(&qkv, heads));
             let value_error = relative_l2(&fused[0], &composed[0]);
             let grad_error = relative_l2(&fused[1], &composed[1]);

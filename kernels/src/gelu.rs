@@ -2,7 +2,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
-use super::{fused_applies, map_row_pairs, map_rows};
+use super::{map_row_pairs, map_rows, Backend};
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const KAPPA: f32 = 0.044_715;
@@ -22,10 +22,9 @@ fn inner(x: f32) -> f32 {
 
 /// Tanh-approximated GELU; differentiable, and fused for f32 on the CPU.
 pub fn gelu_tanh(x: &Tensor) -> candle_core::Result<Tensor> {
-    if fused_applies(x) {
-        x.contiguous()?.apply_op1(GeluTanh)
-    } else {
-        x.gelu()
+    match Backend::of(&[x]) {
+        Backend::CpuF32 => x.contiguous()?.apply_op1(GeluTanh),
+        Backend::Candle => x.gelu(),
     }
 }
 

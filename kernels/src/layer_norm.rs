@@ -2,15 +2,21 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
-use super::{fused_applies, last_dim, map_row_pairs, map_rows};
+use super::{last_dim, map_row_pairs, map_rows, Backend, Pass};
 
-/// Layer norm over the last dimension, `(x − mean) / √(var + eps)`; differentiable, and fused
-/// for f32 on the CPU (elsewhere candle's kernel with a backward pass attached).
-pub fn layer_norm(x: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
-    if fused_applies(x) {
-        return x.contiguous()?.apply_op1(LayerNorm { eps });
+/// Layer norm over the last dimension, `(x − mean) / √(var + eps)`: fused for f32 on the CPU,
+/// elsewhere candle's kernel (with a backward pass attached for [`Pass::Training`]).
+pub fn layer_norm(x: &Tensor, eps: f32, pass: Pass) -> candle_core::Result<Tensor> {
+    match (Backend::of(&[x]), pass) {
+        (Backend::CpuF32, _) => x.contiguous()?.apply_op1(LayerNorm { eps }),
+        (Backend::Candle, Pass::Training) => super::attached::layer_norm(x, eps),
+        (Backend::Candle, Pass::Inference) => {
+            let width = last_dim(x.layout());
+            let ones = Tensor::ones(width, x.dtype(), x.device())?;
+            let zeros = Tensor::zeros(width, x.dtype(), x.device())?;
+            candle_nn::ops::layer_norm(x, &ones, &zeros, eps)
+        }
     }
-    super::attached::layer_norm(x, eps)
 }
 
 /// Mean and reciprocal standard deviation of one row.
@@ -86,6 +92,6 @@ mod tests {
             let var = centred.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
             centred.broadcast_div(&(var + 1e-6).unwrap().sqrt().unwrap()).unwrap()
         };
-        check_against((4, 300, 96), |x| super::layer_norm(x, 1e-6).unwrap(), reference);
+        check_against((4, 300, 96), |x| super::layer_norm(x, 1e-6, crate::Pass::Training).unwrap(), reference);
     }
 }

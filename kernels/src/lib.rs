@@ -1,44 +1,42 @@
-//! Fused CPU kernels (f32) for MaskDiT that also backpropagate: tanh-GELU, layer norm,
-//! adaLN modulation, gated residuals, the linear layer and multi-head attention.
+//! MaskDiT's operations, each with every implementation it has side by side: tanh-GELU, layer
+//! norm, adaLN modulation, gated residuals, the linear layer, multi-head attention, and
+//! the optimiser's and EMA's updates ([`updates`]).
 //!
-//! Each is a candle custom op whose forward pass is one sweep over the data, spread over
-//! candle's CPU worker pool, and whose backward pass is another fused op. For other devices and
-//! dtypes, softmax and layer norm use candle's fused kernels with a backward pass attached
-//! ([`attached`]); the rest fall back to compositions of candle ops.
+//! [`Backend::of`] alone decides which implementation runs. For f32 on the CPU each operation is
+//! a candle custom op whose forward pass is one sweep over the data, spread over candle's CPU
+//! worker pool, and whose backward pass is another fused op. For other devices and dtypes
+//! layer norm and attention's softmax use candle's fused kernels (with a backward pass attached when a
+//! [`Pass::Training`] needs one), the rest compositions of candle ops.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod attached;
 mod attention;
+mod backend;
 mod fast_exp;
 mod gelu;
-pub mod in_place;
 mod layer_norm;
 mod linear;
 mod modulation;
 mod product;
 mod reduce;
+pub mod updates;
 mod wide;
 
-pub use attached::softmax_last_dim;
-pub use attention::{applies as attention_applies, attention};
+pub use attention::attention;
+pub use backend::{Backend, Pass};
 pub use gelu::gelu_tanh;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use modulation::{gated_residual, modulate};
 
-use candle_core::{bail, CpuStorage, Layout, Tensor};
+use candle_core::{bail, CpuStorage, Layout};
 
 use wide::wide;
 
 /// Below this many elements a kernel runs on the calling thread only.
 const PARALLEL_MIN_ELEMENTS: usize = 32 * 1024;
-
-/// Whether the fused kernels handle `x` (f32 on the CPU).
-fn fused_applies(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
-}
 
 /// The f32 elements of a contiguous CPU tensor.
 pub(crate) fn contiguous_slice<'a>(

@@ -8,19 +8,22 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::reduce::sum_leading;
-use super::{contiguous_slice, fused_applies, output};
+use super::{contiguous_slice, output, Backend};
 
 /// `x · weightᵀ (+ bias)` for `x` `(rows, in)`, `weight` `(out, in)` and `bias` `(out)`;
 /// differentiable.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    let fused = fused_applies(x) && fused_applies(weight);
-    match bias {
-        Some(bias) if fused && fused_applies(bias) => {
+    let operands: &[&Tensor] = match bias {
+        Some(bias) => &[x, weight, bias],
+        None => &[x, weight],
+    };
+    match (Backend::of(operands), bias) {
+        (Backend::CpuF32, Some(bias)) => {
             x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LinearWithBias)
         }
-        Some(bias) => x.matmul(&weight.t()?)?.broadcast_add(bias),
-        None if fused => x.contiguous()?.apply_op2(&weight.contiguous()?, MatmulTransposed),
-        None => x.matmul(&weight.t()?),
+        (Backend::CpuF32, None) => x.contiguous()?.apply_op2(&weight.contiguous()?, MatmulTransposed),
+        (Backend::Candle, Some(bias)) => x.matmul(&weight.t()?)?.broadcast_add(bias),
+        (Backend::Candle, None) => x.matmul(&weight.t()?),
     }
 }
 

@@ -3,23 +3,25 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::reduce::{dot_tokens, sum_tokens};
-use super::{contiguous_slice, fused_applies, output};
+use super::{contiguous_slice, output, Backend};
 
 /// `x · (1 + scale) + shift` with `x` `(N, L, D)` and `shift`, `scale` `(N, D)`.
 pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> candle_core::Result<Tensor> {
-    if fused_applies(x) && fused_applies(shift) && fused_applies(scale) {
-        return x.contiguous()?.apply_op3(&shift.contiguous()?, &scale.contiguous()?, Modulate);
+    match Backend::of(&[x, shift, scale]) {
+        Backend::CpuF32 => x.contiguous()?.apply_op3(&shift.contiguous()?, &scale.contiguous()?, Modulate),
+        Backend::Candle => {
+            let scale = (scale.unsqueeze(1)? + 1.0)?;
+            x.broadcast_mul(&scale)?.broadcast_add(&shift.unsqueeze(1)?)
+        }
     }
-    let scale = (scale.unsqueeze(1)? + 1.0)?;
-    x.broadcast_mul(&scale)?.broadcast_add(&shift.unsqueeze(1)?)
 }
 
 /// `x + h · gate` with `x`, `h` `(N, L, D)` and `gate` `(N, D)`.
 pub fn gated_residual(x: &Tensor, h: &Tensor, gate: &Tensor) -> candle_core::Result<Tensor> {
-    if fused_applies(x) && fused_applies(h) && fused_applies(gate) {
-        return x.contiguous()?.apply_op3(&h.contiguous()?, &gate.contiguous()?, GatedResidual);
+    match Backend::of(&[x, h, gate]) {
+        Backend::CpuF32 => x.contiguous()?.apply_op3(&h.contiguous()?, &gate.contiguous()?, GatedResidual),
+        Backend::Candle => x + h.broadcast_mul(&gate.unsqueeze(1)?)?,
     }
-    x + h.broadcast_mul(&gate.unsqueeze(1)?)?
 }
 
 /// Checks `(N, L, D)` against `(N, D)` and returns `(N, L, D)`.

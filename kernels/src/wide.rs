@@ -45,10 +45,10 @@ mod tests {
         let t = x.as_tensor();
         let outputs = [
             kernels::gelu_tanh(t).unwrap(),
-            kernels::layer_norm(t, 1e-6).unwrap(),
+            kernels::layer_norm(t, 1e-6, kernels::Pass::Training).unwrap(),
             kernels::modulate(t, shift, shift).unwrap(),
             kernels::gated_residual(t, t, shift).unwrap(),
-            kernels::attention(&t.narrow(2, 0, 96).unwrap().contiguous().unwrap(), 4).unwrap(),
+            kernels::attention(&t.narrow(2, 0, 96).unwrap().contiguous().unwrap(), 4, kernels::Pass::Training).unwrap(),
             kernels::linear(&t.flatten_to(1).unwrap(), weight, None).unwrap(),
         ];
         let mut bits = Vec::new();

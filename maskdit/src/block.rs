@@ -4,7 +4,7 @@ use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
 
 use crate::embed::xavier_uniform;
-use crate::ops::{attention, gated_residual, gelu, layer_norm, modulate, Kernels, Linear};
+use crate::ops::{attention, gated_residual, gelu, layer_norm, modulate, Linear, Pass};
 use crate::Result;
 
 /// Multi-head self-attention with a fused qkv projection.
@@ -24,9 +24,9 @@ impl Attention {
     }
 
     /// `(N, L, width)` → `(N, L, width)`.
-    pub fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-        let out = attention(&self.qkv.apply(x, kernels)?, self.heads, kernels)?;
-        self.proj.apply(&out, kernels)
+    pub fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        let out = attention(&self.qkv.apply(x, pass)?, self.heads, pass)?;
+        self.proj.apply(&out, pass)
     }
 }
 
@@ -46,8 +46,8 @@ impl Mlp {
     }
 
     /// `(N, L, width)` → `(N, L, width)`.
-    pub fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-        self.fc2.apply(&gelu(&self.fc1.apply(x, kernels)?)?, kernels)
+    pub fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        self.fc2.apply(&gelu(&self.fc1.apply(x, pass)?)?, pass)
     }
 }
 
@@ -69,13 +69,13 @@ impl DitBlock {
     }
 
     /// `x` `(N, L, width)`, `c` `(N, cond_width)` → `(N, L, width)`.
-    pub fn forward(&self, x: &Tensor, c: &Tensor, kernels: Kernels) -> Result<Tensor> {
-        let m = self.ada_ln.apply(&c.silu()?, kernels)?.chunk(6, 1)?;
+    pub fn forward(&self, x: &Tensor, c: &Tensor, pass: Pass) -> Result<Tensor> {
+        let m = self.ada_ln.apply(&c.silu()?, pass)?.chunk(6, 1)?;
         let (shift_msa, scale_msa, gate_msa) = (&m[0], &m[1], &m[2]);
         let (shift_mlp, scale_mlp, gate_mlp) = (&m[3], &m[4], &m[5]);
-        let h = modulate(&layer_norm(x, kernels)?, shift_msa, scale_msa)?;
-        let x = gated_residual(x, &self.attn.forward(&h, kernels)?, gate_msa)?;
-        let h = modulate(&layer_norm(&x, kernels)?, shift_mlp, scale_mlp)?;
-        gated_residual(&x, &self.mlp.forward(&h, kernels)?, gate_mlp)
+        let h = modulate(&layer_norm(x, pass)?, shift_msa, scale_msa)?;
+        let x = gated_residual(x, &self.attn.forward(&h, pass)?, gate_msa)?;
+        let h = modulate(&layer_norm(&x, pass)?, shift_mlp, scale_mlp)?;
+        gated_residual(&x, &self.mlp.forward(&h, pass)?, gate_mlp)
     }
 }

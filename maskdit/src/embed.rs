@@ -3,7 +3,7 @@
 use candle_core::{DType, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::ops::{Kernels, Linear};
+use crate::ops::{Linear, Pass};
 use crate::Result;
 
 /// Xavier-uniform initialisation for a `(fan_out, fan_in)` weight, as the reference uses.
@@ -32,12 +32,12 @@ impl PatchEmbed {
     }
 
     /// `(N, C, H, W)` → `(N, (H/p)·(W/p), width)`, tokens in row-major patch order.
-    pub fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let p = self.patch;
         let (gh, gw) = (h / p, w / p);
         let patches = x.reshape((n, c, gh, p, gw, p))?.permute((0, 2, 4, 1, 3, 5))?.reshape((n, gh * gw, c * p * p))?;
-        self.proj.apply(&patches, kernels)
+        self.proj.apply(&patches, pass)
     }
 }
 
@@ -76,10 +76,10 @@ impl TimestepEmbedder {
     }
 
     /// `(N,)` noise conditioning → `(N, width)`.
-    pub fn forward(&self, t: &Tensor, dtype: DType, kernels: Kernels) -> Result<Tensor> {
+    pub fn forward(&self, t: &Tensor, dtype: DType, pass: Pass) -> Result<Tensor> {
         let features = Self::frequencies(t)?.to_dtype(dtype)?;
-        let hidden = self.fc1.apply(&features, kernels)?.silu()?;
-        self.fc2.apply(&hidden, kernels)
+        let hidden = self.fc1.apply(&features, pass)?.silu()?;
+        self.fc2.apply(&hidden, pass)
     }
 }
 
@@ -98,7 +98,7 @@ impl LabelEmbedder {
     }
 
     /// `(N, classes)` one-hot rows → `(N, width)`.
-    pub fn forward(&self, labels: &Tensor, kernels: Kernels) -> Result<Tensor> {
-        self.table.apply(labels, kernels)
+    pub fn forward(&self, labels: &Tensor, pass: Pass) -> Result<Tensor> {
+        self.table.apply(labels, pass)
     }
 }

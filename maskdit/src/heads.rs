@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
 
-use crate::ops::{layer_norm, modulate, Kernels, Linear};
+use crate::ops::{layer_norm, modulate, Linear, Pass};
 use crate::Result;
 
 /// A modulated layer norm followed by a linear map: the reference's `DecoderLayer`
@@ -24,9 +24,9 @@ impl ModulatedProjection {
     }
 
     /// `x` `(N, L, in)`, `c` `(N, cond)` → `(N, L, out)`.
-    pub fn forward(&self, x: &Tensor, c: &Tensor, kernels: Kernels) -> Result<Tensor> {
-        let m = self.ada_ln.apply(&c.silu()?, kernels)?.chunk(2, 1)?;
-        let h = modulate(&layer_norm(x, kernels)?, &m[0], &m[1])?;
-        self.linear.apply(&h, kernels)
+    pub fn forward(&self, x: &Tensor, c: &Tensor, pass: Pass) -> Result<Tensor> {
+        let m = self.ada_ln.apply(&c.silu()?, pass)?.chunk(2, 1)?;
+        let h = modulate(&layer_norm(x, pass)?, &m[0], &m[1])?;
+        self.linear.apply(&h, pass)
     }
 }

@@ -38,11 +38,11 @@ pub mod embed;
 mod error;
 pub mod flops;
 pub mod heads;
+pub mod init;
 pub mod labels;
 pub mod mask;
 pub mod model;
 pub mod ops;
-pub mod pos_embed;
 pub mod precond;
 
 pub use checkpoint::WeightSet;

@@ -10,7 +10,7 @@ use crate::block::DitBlock;
 use crate::embed::{LabelEmbedder, PatchEmbed, TimestepEmbedder};
 use crate::heads::ModulatedProjection;
 use crate::mask::Mask;
-use crate::ops::Kernels;
+use crate::ops::Pass;
 use crate::precond::EdmCoefficients;
 use crate::{Error, ModelConfig, Result};
 
@@ -170,21 +170,21 @@ impl MaskDit {
         c_noise: &Tensor,
         labels: Option<&Tensor>,
         mask: Option<&Mask>,
-        kernels: Kernels,
+        pass: Pass,
     ) -> Result<Tensor> {
-        let mut h = self.x_embedder.forward(x, kernels)?.broadcast_add(&self.pos_embed)?;
+        let mut h = self.x_embedder.forward(x, pass)?.broadcast_add(&self.pos_embed)?;
         if let Some(mask) = mask {
             h = mask.keep_tokens(&h)?;
         }
-        let mut c = self.t_embedder.forward(c_noise, self.dtype, kernels)?;
+        let mut c = self.t_embedder.forward(c_noise, self.dtype, pass)?;
         if let (Some(embedder), Some(y)) = (&self.y_embedder, labels) {
-            c = (c + embedder.forward(y, kernels)?)?;
+            c = (c + embedder.forward(y, pass)?)?;
         }
         for block in &self.blocks {
-            h = block.forward(&h, &c, kernels)?;
+            h = block.forward(&h, &c, pass)?;
         }
         if let Some(decoder) = &self.decoder {
-            h = decoder.layer.forward(&h, &c, kernels)?;
+            h = decoder.layer.forward(&h, &c, pass)?;
             if let Some(mask) = mask {
                 let fill = match &decoder.mask_token {
                     Some(token) => token.clone(),
@@ -194,10 +194,10 @@ impl MaskDit {
             }
             h = h.broadcast_add(&decoder.pos_embed)?;
             for block in &decoder.blocks {
-                h = block.forward(&h, &c, kernels)?;
+                h = block.forward(&h, &c, pass)?;
             }
         }
-        h = self.final_layer.forward(&h, &c, kernels)?;
+        h = self.final_layer.forward(&h, &c, pass)?;
         if let (None, Some(mask)) = (&self.decoder, mask) {
             let zeros = Tensor::zeros((1, 1, h.dim(2)?), h.dtype(), h.device())?;
             h = mask.restore_tokens(&h, &zeros)?;
@@ -220,7 +220,7 @@ impl MaskDit {
         sigma: &Tensor,
         labels: Option<&Tensor>,
         mask: Option<&Mask>,
-        kernels: Kernels,
+        pass: Pass,
     ) -> Result<Tensor> {
         let batch = self.check_input(x)?;
         let sigma = maskdit_sampler::per_sample_sigma(sigma, batch)?;
@@ -228,18 +228,18 @@ impl MaskDit {
         let k = EdmCoefficients::new(&sigma)?;
         let x32 = x.to_dtype(DType::F32)?;
         let x_in = x32.broadcast_mul(&k.c_in)?.to_dtype(self.dtype)?;
-        let f = self.network(&x_in, &k.c_noise, labels.as_ref(), mask, kernels)?.to_dtype(DType::F32)?;
+        let f = self.network(&x_in, &k.c_noise, labels.as_ref(), mask, pass)?.to_dtype(DType::F32)?;
         let d = (x32.broadcast_mul(&k.c_skip)? + f.broadcast_mul(&k.c_out)?)?;
         Ok(d.to_dtype(x.dtype())?)
     }
 
     /// Denoises `x` `(N, C, H, W)` at noise levels `sigma` (scalar or `(N,)`) for one-hot
-    /// `labels` `(N, classes)` (`None`: null labels). Inference path: fused kernels, all tokens.
+    /// `labels` `(N, classes)` (`None`: null labels). An inference pass (nothing backpropagates) over all tokens.
     pub fn denoise(&self, x: &Tensor, sigma: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
-        self.precondition(x, sigma, labels, None, Kernels::Fused)
+        self.precondition(x, sigma, labels, None, Pass::Inference)
     }
 
-    /// Training forward with differentiable kernels: the denoised images D(x; σ) `(N, C, H, W)`.
+    /// Training forward (every operation backpropagates): the denoised images D(x; σ) `(N, C, H, W)`.
     /// With a mask the encoder sees only the kept tokens; at removed patches the output is the
     /// decoder's reconstruction (or the network's zero output without a decoder).
     pub fn denoise_train(
@@ -249,7 +249,7 @@ impl MaskDit {
         labels: Option<&Tensor>,
         mask: Option<&Mask>,
     ) -> Result<Tensor> {
-        self.precondition(x, sigma, labels, mask, Kernels::Differentiable)
+        self.precondition(x, sigma, labels, mask, Pass::Training)
     }
 }
 

@@ -1,58 +1,21 @@
-//! The network's building operations and the two ways a forward pass can compute them. On the
-//! CPU in f32 the toolkit's fused kernels ([`maskdit_kernels`]), which backpropagate, serve both
-//! ways; on other devices and dtypes inference uses candle's fused layer norm and softmax, which
-//! have no backward pass and would silently stop gradients, and training the same kernels with
-//! a backward pass attached.
+//! The network's building operations, computed by [`maskdit_kernels`], which picks each one's
+//! implementation for the device, the dtype and the [`Pass`].
 
-use candle_core::{DType, Module, Tensor, D};
+use candle_core::{Module, Tensor};
+
+pub use maskdit_kernels::Pass;
 
 use crate::Result;
 
-/// Which implementation of layer norm, softmax and matrix products a forward pass uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kernels {
-    /// Inference: on the CPU, matrix products whose rows never depend on the batch around them
-    /// (see [`Linear::apply`]); elsewhere candle's fused layer norm and softmax (no backward).
-    Fused,
-    /// Training: every operation backpropagates; batches folded into one matrix product.
-    Differentiable,
-}
-
 /// Layer norm over the last dimension without affine parameters (eps 1e-6).
-pub fn layer_norm(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-    const EPS: f32 = 1e-6;
-    if kernels == Kernels::Fused && !(x.device().is_cpu() && x.dtype() == DType::F32) {
-        let width = x.dim(D::Minus1)?;
-        let ones = Tensor::ones(width, x.dtype(), x.device())?;
-        let zeros = Tensor::zeros(width, x.dtype(), x.device())?;
-        return Ok(candle_nn::ops::layer_norm(x, &ones, &zeros, EPS)?);
-    }
-    Ok(maskdit_kernels::layer_norm(x, EPS)?)
-}
-
-/// Softmax over the last dimension: candle's fused kernel, for training with a backward pass
-/// attached.
-fn softmax_last_dim(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-    match kernels {
-        Kernels::Fused => Ok(candle_nn::ops::softmax_last_dim(x)?),
-        Kernels::Differentiable => Ok(maskdit_kernels::softmax_last_dim(x)?),
-    }
+pub fn layer_norm(x: &Tensor, pass: Pass) -> Result<Tensor> {
+    Ok(maskdit_kernels::layer_norm(x, 1e-6, pass)?)
 }
 
 /// Multi-head self-attention on the packed `(N, L, 3·width)` qkv projection (`[q | k | v]`,
 /// heads side by side in each) → `(N, L, width)`, `softmax(q·kᵀ/√d)·v` per head.
-pub fn attention(qkv: &Tensor, heads: usize, kernels: Kernels) -> Result<Tensor> {
-    if maskdit_kernels::attention_applies(qkv) {
-        return Ok(maskdit_kernels::attention(qkv, heads)?);
-    }
-    let (n, l, packed) = qkv.dims3()?;
-    let (width, head_dim) = (packed / 3, packed / 3 / heads);
-    let qkv = qkv.reshape((n, l, 3, heads, head_dim))?.permute((2, 0, 3, 1, 4))?;
-    let q = (qkv.get(0)? * (head_dim as f64).powf(-0.5))?.contiguous()?;
-    let k = qkv.get(1)?.contiguous()?;
-    let v = qkv.get(2)?.contiguous()?;
-    let weights = softmax_last_dim(&q.matmul(&k.t()?)?, kernels)?;
-    Ok(weights.matmul(&v)?.transpose(1, 2)?.reshape((n, l, width))?)
+pub fn attention(qkv: &Tensor, heads: usize, pass: Pass) -> Result<Tensor> {
+    Ok(maskdit_kernels::attention(qkv, heads, pass)?)
 }
 
 /// Tanh-approximated GELU (fused and differentiable for f32 on the CPU).
@@ -108,12 +71,13 @@ impl Linear {
 const BATCH_INVARIANT_ROWS: usize = 16;
 
 impl Linear {
-    /// Applies the layer to `(..., in)`. With [`Kernels::Fused`] on the CPU, a sample's result
+    /// Applies the layer to `(..., in)`. For [`Pass::Inference`] on the CPU, a sample's result
     /// never depends on the batch around it: token-level inputs `(N, L ≥ 16, in)` run as one
     /// GEMM (bitwise the same rows as per-sample GEMMs), anything smaller one GEMM per sample.
-    pub fn apply(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    /// Training folds every batch into one GEMM.
+    pub fn apply(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
         let per_sample_rows: usize = x.dims()[1..x.rank().saturating_sub(1)].iter().product();
-        if kernels == Kernels::Differentiable
+        if pass == Pass::Training
             || !x.device().is_cpu()
             || x.dim(0)? == 1
             || (x.rank() >= 3 && per_sample_rows >= BATCH_INVARIANT_ROWS)
@@ -144,7 +108,7 @@ mod tests {
     use candle_core::Tensor;
     use maskdit_testkit::SeededTensors;
 
-    use super::{Kernels, Linear};
+    use super::{Linear, Pass};
 
     /// The batch-invariance premise of [`Linear::apply`]: a sample's rows are bitwise the same
     /// whether it is projected alone or within a batch.
@@ -157,9 +121,9 @@ mod tests {
             let linear = Linear::from_parts(weight, Some(bias));
             let shape: Vec<usize> = if tokens == 1 { vec![5, width_in] } else { vec![5, tokens, width_in] };
             let x = draw.normal(0.0, 1.0, shape);
-            let batched = linear.apply(&x, Kernels::Fused).unwrap();
+            let batched = linear.apply(&x, Pass::Inference).unwrap();
             for i in [0, 3] {
-                let alone = linear.apply(&x.narrow(0, i, 1).unwrap(), Kernels::Fused).unwrap();
+                let alone = linear.apply(&x.narrow(0, i, 1).unwrap(), Pass::Inference).unwrap();
                 let bits = |t: &Tensor| {
                     t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>()
                 };

@@ -2,7 +2,7 @@
 
 use candle_core::{Tensor, Var};
 
-use maskdit_kernels::in_place::{self, Average};
+use maskdit_kernels::updates::ema;
 
 use crate::Result;
 
@@ -35,12 +35,8 @@ impl Ema {
 
     /// Moves the average towards `params` (same order as at construction).
     pub fn update(&mut self, params: &[(String, Var)]) -> Result<()> {
-        for ((_, avg), (_, var)) in self.shadow.iter_mut().zip(params) {
-            if in_place::applies(&[avg, var.as_tensor()]) {
-                avg.inplace_op2(var.as_tensor(), &Average::Values { decay: self.decay })?;
-                continue;
-            }
-            *avg = ((&*avg * self.decay)? + (var.as_tensor().detach() * (1.0 - self.decay))?)?.detach();
+        for ((_, average), (_, var)) in self.shadow.iter_mut().zip(params) {
+            ema(average, var.as_tensor(), self.decay)?;
         }
         Ok(())
     }

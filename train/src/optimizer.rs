@@ -2,7 +2,7 @@
 
 use candle_core::{backprop::GradStore, Tensor, Var};
 
-use maskdit_kernels::in_place::{self, AdamWUpdate, Average};
+use maskdit_kernels::updates::{adamw, AdamWStep};
 
 use crate::{Error, Result};
 
@@ -90,32 +90,18 @@ impl AdamW {
         }
         self.steps += 1;
         let c = self.config;
-        let t = self.steps as i32;
-        let correction1 = 1.0 - c.beta1.powi(t);
-        let correction2 = 1.0 - c.beta2.powi(t);
-        for (i, (_, var)) in self.params.iter().enumerate() {
-            let grad = &grads[i].contiguous()?;
-            let (first, second) = (&self.first[i], &self.second[i]);
-            if in_place::applies(&[var.as_tensor(), grad, first, second]) {
-                first.inplace_op2(grad, &Average::Lerp { decay: c.beta1 })?;
-                second.inplace_op2(grad, &Average::Squares { decay: c.beta2 })?;
-                let update =
-                    AdamWUpdate { lr: c.lr, weight_decay: c.weight_decay, eps: c.eps, correction1, correction2 };
-                var.as_tensor().inplace_op3(first, second, &update)?;
-                continue;
-            }
-            let m = ((&self.first[i] * c.beta1)? + (grad * (1.0 - c.beta1))?)?;
-            let v = ((&self.second[i] * c.beta2)? + (grad.sqr()? * (1.0 - c.beta2))?)?;
-            let denom = ((&v / correction2)?.sqrt()? + c.eps)?;
-            let update = ((&m / correction1)? / denom)?;
-            let decayed = if c.weight_decay > 0.0 {
-                (var.as_tensor() * (1.0 - c.lr * c.weight_decay))?
-            } else {
-                var.as_tensor().clone()
-            };
-            var.set(&(decayed - (update * c.lr)?)?)?;
-            self.first[i] = m;
-            self.second[i] = v;
+        let hyper = AdamWStep {
+            lr: c.lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            step: self.steps,
+        };
+        for (((_, var), grad), (first, second)) in
+            self.params.iter().zip(grads).zip(self.first.iter_mut().zip(self.second.iter_mut()))
+        {
+            adamw(var, grad, first, second, &hyper)?;
         }
         Ok(())
     }

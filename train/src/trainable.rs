@@ -4,13 +4,11 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{Init, VarBuilder, VarMap};
-use rand::Rng;
+use candle_nn::{VarBuilder, VarMap};
 use rand_chacha::ChaCha12Rng;
-use rand_distr::{Distribution, StandardNormal};
 
+use maskdit::init::reference_weights;
 use maskdit::model::FROZEN_PARAMETERS;
-use maskdit::pos_embed::sincos_2d;
 use maskdit::{MaskDit, ModelConfig};
 
 use crate::Result;
@@ -43,30 +41,9 @@ impl TrainableModel {
         Ok(Self { model, varmap })
     }
 
-    /// A fresh model with the reference's initialisation (xavier-uniform linears, N(0, 0.02)
-    /// embeddings, zeroed adaLN and output layers, sin-cos position tables), drawn from `rng`.
+    /// A fresh model with the reference's initialisation ([`maskdit::init`]), drawn from `rng`.
     pub fn fresh(config: &ModelConfig, rng: &mut ChaCha12Rng, device: &Device) -> Result<Self> {
-        let mut tensors = HashMap::new();
-        for (name, shape, init) in MaskDit::parameter_specs(config)? {
-            let count: usize = shape.iter().product();
-            let values: Vec<f32> = match init {
-                Init::Const(c) => vec![c as f32; count],
-                Init::Randn { mean, stdev } => (0..count)
-                    .map(|_| (mean + stdev * Distribution::<f64>::sample(&StandardNormal, &mut *rng)) as f32)
-                    .collect(),
-                Init::Uniform { lo, up } => (0..count).map(|_| rng.random_range(lo..up) as f32).collect(),
-                Init::Kaiming { .. } => {
-                    return Err(crate::Error::Config(format!("no initialisation rule for `{name}`")));
-                }
-            };
-            tensors.insert(name, Tensor::from_vec(values, shape, device)?);
-        }
-        let grid = config.grid_size();
-        tensors.insert("model.pos_embed".into(), sincos_2d(config.hidden_size, grid, device)?);
-        if config.use_decoder {
-            tensors.insert("model.decoder_pos_embed".into(), sincos_2d(config.decoder_hidden_size, grid, device)?);
-        }
-        Self::from_tensors(config, tensors, device)
+        Self::from_tensors(config, reference_weights(config, rng, device)?, device)
     }
 
     /// The network (its forward passes record gradients).

@@ -1,16 +1,86 @@
-//! In-place, single-sweep CPU updates for the optimiser and the EMA (f32): each rewrites a
-//! tensor's storage instead of building it anew from a chain of whole-tensor operations.
+//! The optimiser's and the EMA's updates of one tensor. For f32 on the CPU each is a
+//! single in-place sweep that rewrites the tensor's storage; elsewhere a chain of candle
+//! operations builds the new tensor.
 
-use candle_core::{bail, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor};
+use candle_core::{bail, CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 
-use crate::{contiguous_slice, fill_chunks};
+use crate::{contiguous_slice, fill_chunks, Backend};
 
 /// Elements per work unit.
 const CHUNK: usize = 16 * 1024;
 
-/// Whether the in-place updates handle these tensors (f32, on the CPU, contiguous).
-pub fn applies(tensors: &[&Tensor]) -> bool {
-    tensors.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous())
+/// One AdamW step's hyper-parameters (PyTorch's semantics: decoupled weight decay,
+/// bias-corrected moments).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// The step's number, counting from 1 (for the bias corrections).
+    pub step: u64,
+}
+
+/// One AdamW step of `param` from `grad`, with its moments `first` and `second` (which it
+/// updates): `m ← β₁m + (1 − β₁)g`, `v ← β₂v + (1 − β₂)g²`,
+/// `p ← p·(1 − lr·wd) − (lr / c₁) · m / (√v / √c₂ + eps)` with `cᵢ = 1 − βᵢᵗ`.
+pub fn adamw(
+    param: &Var,
+    grad: &Tensor,
+    first: &mut Tensor,
+    second: &mut Tensor,
+    hyper: &AdamWStep,
+) -> candle_core::Result<()> {
+    let grad = &grad.contiguous()?;
+    let t = i32::try_from(hyper.step).unwrap_or(i32::MAX);
+    let correction1 = 1.0 - hyper.beta1.powi(t);
+    let correction2 = 1.0 - hyper.beta2.powi(t);
+    match Backend::in_place(&[param.as_tensor(), grad, first, second]) {
+        Backend::CpuF32 => {
+            first.inplace_op2(grad, &Average::Lerp { decay: hyper.beta1 })?;
+            second.inplace_op2(grad, &Average::Squares { decay: hyper.beta2 })?;
+            let update = AdamWUpdate {
+                lr: hyper.lr,
+                weight_decay: hyper.weight_decay,
+                eps: hyper.eps,
+                correction1,
+                correction2,
+            };
+            param.as_tensor().inplace_op3(first, second, &update)
+        }
+        Backend::Candle => {
+            let m = ((&*first * hyper.beta1)? + (grad * (1.0 - hyper.beta1))?)?;
+            let v = ((&*second * hyper.beta2)? + (grad.sqr()? * (1.0 - hyper.beta2))?)?;
+            let denom = ((&v / correction2)?.sqrt()? + hyper.eps)?;
+            let update = ((&m / correction1)? / denom)?;
+            let decayed = if hyper.weight_decay > 0.0 {
+                (param.as_tensor() * (1.0 - hyper.lr * hyper.weight_decay))?
+            } else {
+                param.as_tensor().clone()
+            };
+            param.set(&(decayed - (update * hyper.lr)?)?)?;
+            *first = m;
+            *second = v;
+            Ok(())
+        }
+    }
+}
+
+/// `average ← decay·average + (1 − decay)·value`, detached from any gradient graph.
+pub fn ema(average: &mut Tensor, value: &Tensor, decay: f64) -> candle_core::Result<()> {
+    match Backend::in_place(&[average, value]) {
+        Backend::CpuF32 => average.inplace_op2(value, &Average::Values { decay }),
+        Backend::Candle => {
+            *average = ((&*average * decay)? + (value.detach() * (1.0 - decay))?)?.detach();
+            Ok(())
+        }
+    }
 }
 
 /// The writable, contiguous f32 elements of a storage.
@@ -27,7 +97,7 @@ fn slice_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout, op: &str) -> cand
 
 /// A running average of `src` kept in `dst`.
 #[derive(Debug, Clone, Copy)]
-pub enum Average {
+enum Average {
     /// `dst ← dst + (1 − decay)·(src − dst)` (PyTorch's `lerp_`, Adam's first moment).
     Lerp {
         /// Weight kept of the old average.
@@ -80,17 +150,17 @@ impl InplaceOp2 for Average {
 
 /// The AdamW parameter update from already-updated moments `(m, v)`, in PyTorch's order:
 /// `p ← p·(1 − lr·wd) − (lr / c₁) · m / (√v / √c₂ + eps)`.
-pub struct AdamWUpdate {
+struct AdamWUpdate {
     /// Learning rate.
-    pub lr: f64,
+    lr: f64,
     /// Decoupled weight decay.
-    pub weight_decay: f64,
+    weight_decay: f64,
     /// Denominator epsilon.
-    pub eps: f64,
+    eps: f64,
     /// `1 − β₁ᵗ`.
-    pub correction1: f64,
+    correction1: f64,
     /// `1 − β₂ᵗ`.
-    pub correction2: f64,
+    correction2: f64,
 }
 
 impl InplaceOp3 for AdamWUpdate {
