@@ -118,7 +118,7 @@ pub fn case_model(case: &Path) -> maskdit::MaskDit {
     let text = std::fs::read_to_string(case.join("config.json")).expect("the case's config.json");
     let config = maskdit::ModelConfig::from_json(&text).expect("a model configuration");
     let weights = case.join("weights.safetensors");
-    maskdit::checkpoint::load(&weights, &config, maskdit::WeightSet::Ema, DType::F32, &device())
+    maskdit::weights::load(&weights, &config, maskdit::WeightSet::Ema, DType::F32, &device())
         .unwrap_or_else(|e| panic!("cannot load {}: {e}", weights.display()))
 }
 

@@ -28,7 +28,7 @@ fn embedded_model_draws_the_requested_digits() {
         GuidanceInterval::new(bound(0), bound(1)).unwrap()
     });
     let bytes = std::fs::read(workspace().join("registry/assets/mnist.safetensors")).unwrap();
-    let model = maskdit::checkpoint::load_bytes(&bytes, DType::F32, &Device::Cpu).unwrap();
+    let model = maskdit::weights::load_bytes(&bytes, DType::F32, &Device::Cpu).unwrap();
     let started = std::time::Instant::now();
     let verdict = judge_model(&judge, &model, steps, cfg, interval, 20);
     eprintln!("200 digits sampled and judged in {:.1} s", started.elapsed().as_secs_f64());

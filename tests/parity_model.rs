@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::DType;
-use maskdit::{checkpoint, Mask, MaskDit, ModelConfig, WeightSet};
+use maskdit::{weights, Mask, MaskDit, ModelConfig, WeightSet};
 use maskdit_sampler::{Denoiser, Guided};
 use maskdit_tests::{assert_close, cases_of, get, load, scalar, CaseKind};
 
@@ -17,7 +17,7 @@ fn config(case: &Path) -> ModelConfig {
 }
 
 fn model(case: &Path, file: &str, set: WeightSet) -> MaskDit {
-    checkpoint::load(&case.join(file), &config(case), set, DType::F32, &maskdit_tests::device())
+    weights::load(&case.join(file), &config(case), set, DType::F32, &maskdit_tests::device())
         .unwrap_or_else(|e| panic!("{}: {e}", case.display()))
 }
 

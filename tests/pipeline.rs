@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use maskdit::checkpoint;
+use maskdit::weights;
 use maskdit_pipeline::{Decoder, Error, Pipeline};
 use maskdit_sampler::{EdmOptions, Sampler, Step};
 use maskdit_tests::{case_model as model, cases_of, CaseKind};
@@ -88,7 +88,7 @@ fn non_finite_samples_are_an_error_that_names_the_seeds() {
 fn the_embedded_model_makes_digit_images() {
     let bytes =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../registry/assets/mnist.safetensors")).unwrap();
-    let model = checkpoint::load_bytes(&bytes, DType::F32, &Device::Cpu).unwrap();
+    let model = weights::load_bytes(&bytes, DType::F32, &Device::Cpu).unwrap();
     let pipeline = Pipeline::new(model, Decoder::Pixels, Sampler::Edm(EdmOptions::heun(3)));
     assert_eq!(pipeline.image_side(), 28);
     let images = pipeline.images(&[0, 1, 2], Some(&[7, 7, 3]), &mut keep_going).unwrap();

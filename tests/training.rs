@@ -92,7 +92,7 @@ fn interrupted_and_resumed_run_is_bit_identical() {
         assert_eq!(bits(t), bits(&b[name]), "EMA {name} differs after resume");
     }
     // The checkpoint also loads as plain weights for sampling (EMA by default).
-    let model = maskdit::checkpoint::load(&ckpt, &tiny_config(), maskdit::WeightSet::Ema, DType::F32, &Device::Cpu);
+    let model = maskdit::weights::load(&ckpt, &tiny_config(), maskdit::WeightSet::Ema, DType::F32, &Device::Cpu);
     assert!(model.is_ok(), "{:?}", model.err());
 }
 
@@ -238,7 +238,7 @@ fn bad_training_data_is_refused_before_the_first_step() {
     let shard = |name: &str, data: (&str, Tensor), labels: Tensor| -> PathBuf {
         let path = dir.join(format!("{name}.safetensors"));
         let tensors = std::collections::HashMap::from([(data.0.to_string(), data.1), ("labels".to_string(), labels)]);
-        maskdit::checkpoint::save(&tensors, &path).unwrap();
+        maskdit::weights::save(&tensors, &path).unwrap();
         path
     };
     let images = || ("images", Tensor::zeros((2, 4, 8, 8), DType::F32, &device).unwrap());
@@ -280,7 +280,7 @@ fn one_set_of_a_training_checkpoint_is_read_without_the_others() {
     trainer.save(&path).unwrap();
     for set in [maskdit::WeightSet::Ema, maskdit::WeightSet::Model] {
         let before = maskdit_io::bytes_read_on_this_thread();
-        let weights = maskdit::checkpoint::read_tensors(&path, set).unwrap();
+        let weights = maskdit::weights::read_tensors(&path, set).unwrap();
         let read = maskdit_io::bytes_read_on_this_thread() - before;
         let set_bytes: u64 = weights.values().map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64).sum();
         assert_eq!(read, set_bytes, "{set:?}: read {read} bytes for a set of {set_bytes}");

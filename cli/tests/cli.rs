@@ -235,11 +235,10 @@ fn finetune_from_an_official_checkpoint_writes_loadable_checkpoints() {
     ]);
     for step in [2, 3] {
         let path = run.join("checkpoints").join(format!("{step:07}.safetensors"));
-        maskdit::checkpoint::load(&path, &config, maskdit::WeightSet::Ema, candle_core::DType::F32, &Device::Cpu)
-            .unwrap();
+        maskdit::weights::load(&path, &config, maskdit::WeightSet::Ema, candle_core::DType::F32, &Device::Cpu).unwrap();
     }
     assert_eq!(std::fs::read_to_string(run.join("log.jsonl")).unwrap().lines().count(), 3);
-    let exported = maskdit::checkpoint::read_config(&export).unwrap();
+    let exported = maskdit::weights::read_config(&export).unwrap();
     assert_eq!(exported.as_ref(), Some(&config));
     // Starting again without --resume refuses to overwrite; with --resume it continues.
     let (config_json, from) = (case.join("config.json"), case.join("checkpoint.pt"));
@@ -424,12 +423,12 @@ fn impossible_or_destructive_requests_are_refused_up_front() {
 fn non_finite_samples_are_an_error() {
     let dir = Scratch::new("nan");
     let embedded = workspace().join("registry/assets/mnist.safetensors");
-    let config = maskdit::checkpoint::read_config(&embedded).unwrap().unwrap();
-    let mut weights = maskdit::checkpoint::read_tensors(&embedded, maskdit::WeightSet::Ema).unwrap();
+    let config = maskdit::weights::read_config(&embedded).unwrap().unwrap();
+    let mut weights = maskdit::weights::read_tensors(&embedded, maskdit::WeightSet::Ema).unwrap();
     let bias = weights["model.final_layer.linear.bias"].clone();
     weights.insert("model.final_layer.linear.bias".into(), (bias * f64::NAN).unwrap());
     let broken = dir.join("broken.safetensors");
-    maskdit::checkpoint::save_model(&weights, &config, &[], &broken).unwrap();
+    maskdit::weights::save_model(&weights, &config, &[], &broken).unwrap();
     let out = dir.join("out");
     let err = fails(&["generate", "--model", s(&broken), "--seeds", "0-1", "--steps", "4", "--out", s(&out)]);
     assert!(err.contains("NaN or infinite") && err.contains("weights"), "{err}");

@@ -47,7 +47,7 @@ fn new_classes_from_the_embedded_model_keep_their_names() {
     assert!(err.contains("initialised 1 parameters"), "{err}");
     assert!(err.contains("names of the 2 classes"), "{err}");
 
-    assert_eq!(maskdit::checkpoint::read_class_names(&model).unwrap(), ["lines", "loops"]);
+    assert_eq!(maskdit::weights::read_class_names(&model).unwrap(), ["lines", "loops"]);
     let listed = ok(&["list", "--classes", s(&model)]);
     assert_eq!(String::from_utf8_lossy(&listed.stdout), "0\tlines\n1\tloops\n");
     let out = dir.join("generated");
@@ -92,7 +92,7 @@ fn images_without_classes_train_an_unconditional_model() {
     let err = finetune(&shards, &dir.join("run"), &["--export", s(&model)]);
     assert!(err.contains("an unconditional model (data without labels)"), "{err}");
     assert!(err.contains("model.y_embedder.embedding_table.weight"), "the dropped label embedding is named: {err}");
-    let config = maskdit::checkpoint::read_config(&model).unwrap().unwrap();
+    let config = maskdit::weights::read_config(&model).unwrap().unwrap();
     assert_eq!(config.num_classes, 0);
     let listed = String::from_utf8_lossy(&ok(&["list", "--classes", s(&model)]).stdout).into_owned();
     assert!(listed.contains("unconditional"), "{listed}");

@@ -23,8 +23,8 @@
 mod atomic;
 mod error;
 mod legacy;
-mod weights;
+mod tensor_files;
 
 pub use atomic::{append_line, replace_file, temporary_sibling, write_atomic};
 pub use error::{Error, Result};
-pub use weights::{bytes_read_on_this_thread, is_safetensors, read_header, read_tensors, Header};
+pub use tensor_files::{bytes_read_on_this_thread, is_safetensors, read_header, read_tensors, Header};

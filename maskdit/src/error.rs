@@ -22,19 +22,20 @@ pub enum Error {
     #[error("invalid model configuration: {0}")]
     Config(String),
 
-    /// A checkpoint could not be read or does not fit the model.
-    #[error("checkpoint {path}: {reason}")]
-    Checkpoint {
-        /// The checkpoint file.
+    /// A weights file (safetensors or an official PyTorch checkpoint) could not be read or does
+    /// not fit the model.
+    #[error("weights file {path}: {reason}")]
+    WeightsFile {
+        /// The weights file.
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
     },
 
-    /// A checkpoint lacks a parameter the model needs.
-    #[error("checkpoint {path}: missing key `{key}` (expected shape {expected:?})")]
+    /// A weights file lacks a parameter the model needs.
+    #[error("weights file {path}: missing key `{key}` (expected shape {expected:?})")]
     MissingKey {
-        /// The checkpoint file.
+        /// The weights file.
         path: PathBuf,
         /// The parameter name, in official naming.
         key: String,
@@ -42,10 +43,10 @@ pub enum Error {
         expected: Vec<usize>,
     },
 
-    /// A checkpoint holds a parameter the model does not have.
-    #[error("checkpoint {path}: unexpected key `{key}` (shape {found:?}); is this the right architecture?")]
+    /// A weights file holds a parameter the model does not have.
+    #[error("weights file {path}: unexpected key `{key}` (shape {found:?}); is this the right architecture?")]
     UnexpectedKey {
-        /// The checkpoint file.
+        /// The weights file.
         path: PathBuf,
         /// The parameter name found in the file.
         key: String,
@@ -53,10 +54,10 @@ pub enum Error {
         found: Vec<usize>,
     },
 
-    /// A checkpoint parameter has another shape than the model's.
-    #[error("checkpoint {path}: key `{key}` has shape {found:?}, the model expects {expected:?}")]
+    /// A weights file's parameter has another shape than the model's.
+    #[error("weights file {path}: key `{key}` has shape {found:?}, the model expects {expected:?}")]
     ShapeMismatch {
-        /// The checkpoint file.
+        /// The weights file.
         path: PathBuf,
         /// The parameter name.
         key: String,
@@ -79,7 +80,7 @@ impl From<maskdit_io::Error> for Error {
     fn from(err: maskdit_io::Error) -> Self {
         match err {
             maskdit_io::Error::Io { path, source } => Self::Io { path, source },
-            maskdit_io::Error::Format { path, reason } => Self::Checkpoint { path, reason },
+            maskdit_io::Error::Format { path, reason } => Self::WeightsFile { path, reason },
         }
     }
 }

@@ -5,12 +5,12 @@
 //!
 //! ```no_run
 //! use candle_core::{DType, Device, Tensor};
-//! use maskdit::{checkpoint, ModelConfig, WeightSet};
+//! use maskdit::{weights, ModelConfig, WeightSet};
 //! use maskdit_sampler::{Denoiser, Guided};
 //!
 //! # fn main() -> maskdit::Result<()> {
 //! let config = ModelConfig::preset("DiT-XL/2", 32, 4, 1000, true)?;
-//! let model = checkpoint::load(
+//! let model = weights::load(
 //!     "imagenet256-ckpt-best_with_guidance.pt".as_ref(),
 //!     &config,
 //!     WeightSet::Ema,
@@ -32,7 +32,6 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod block;
-pub mod checkpoint;
 pub mod config;
 pub mod embed;
 mod error;
@@ -44,10 +43,11 @@ pub mod mask;
 pub mod model;
 pub mod ops;
 pub mod precond;
+pub mod weights;
 
-pub use checkpoint::WeightSet;
 pub use config::ModelConfig;
 pub use error::{Error, Result};
 pub use labels::one_hot;
 pub use mask::Mask;
 pub use model::MaskDit;
+pub use weights::WeightSet;

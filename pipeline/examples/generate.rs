@@ -1,20 +1,24 @@
 //! A registry model by name (the embedded MNIST model by default, so it runs offline) → one
-//! image per class → a grid PNG. Usage: `cargo run -p maskdit-pipeline --example generate --
-//! [MODEL] [OUT.png]`.
+//! image per class → a grid PNG, and the FID statistics of those images beside it (`.npz`, as
+//! `maskdit fid-stats` writes them). Usage: `cargo run -p maskdit-pipeline --example generate --
+//! [MODEL] [OUT.png] [INCEPTION]`; without INCEPTION the FID Inception weights come from the
+//! registry's cache (`maskdit download inception-fid`).
 
 use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 use maskdit::WeightSet;
+use maskdit_eval::{image_tensor, npz::write_statistics, FidInception, SetFeatures};
 use maskdit_pipeline::{load_model, load_vae, Decoder, Pipeline};
-use maskdit_registry::{Quiet, Registry};
+use maskdit_registry::{fetch::inception_weights, Quiet, Registry};
 use maskdit_sampler::{EdmOptions, Sampler};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let registry = Registry::load()?;
-    let name = std::env::args().nth(1).unwrap_or_else(|| registry.default_model.clone());
-    let out = std::env::args().nth(2).unwrap_or_else(|| "grid.png".into());
-    let device = Device::Cpu;
+    let (registry, device) = (Registry::load()?, Device::Cpu);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let name = args.first().cloned().unwrap_or_else(|| registry.default_model.clone());
+    let out = PathBuf::from(args.get(1).map_or("grid.png", String::as_str));
     let found = load_model(&registry, &name, WeightSet::Ema, DType::F32, &device, &mut Quiet)?;
     let decoder = match &found.vae {
         Some(vae) => Decoder::Vae(load_vae(&registry, vae, DType::F32, &device, &mut Quiet)?.into()),
@@ -31,6 +35,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         image::imageops::replace(&mut grid, &picture.to_rgb8(), i as i64 * side as i64, 0);
     }
     grid.save(&out)?;
-    println!("{name}: {} images, one per class, in {out}", images.len());
+    let inception = FidInception::load(&inception_weights(args.get(2).map(Path::new))?, &device)?;
+    let mut features = SetFeatures::default();
+    for picture in &images {
+        inception.extend(&mut features, &image_tensor(picture)?)?;
+    }
+    write_statistics(&features.statistics()?, &out.with_extension("npz"))?;
+    println!("{name}: {} images, one per class, in {}, FID statistics beside it", images.len(), out.display());
     Ok(())
 }

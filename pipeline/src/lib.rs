@@ -29,6 +29,11 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The other crates: `maskdit-registry` (verified files and class names without a model),
+//! `maskdit` (the network itself), `maskdit-sampler` (samplers for any denoiser), `maskdit-vae`,
+//! `maskdit-eval` (FID statistics, FID, Inception Score), `maskdit-train` (training and
+//! fine-tuning); the README's "Using the library" says which to depend on for what.
 
 mod decoder;
 mod error;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device};
-use maskdit::{checkpoint, MaskDit, ModelConfig, WeightSet};
+use maskdit::{weights, MaskDit, ModelConfig, WeightSet};
 use maskdit_registry::{fetch, DownloadProgress, ModelWeights, Registry};
 use maskdit_sampler::GuidanceInterval;
 use maskdit_vae::Autoencoder;
@@ -44,7 +44,7 @@ pub fn load_file(
     device: &Device,
 ) -> Result<LoadedModel> {
     let safetensors = maskdit_io::is_safetensors(path);
-    let recorded = if safetensors { checkpoint::read_config(path)? } else { None };
+    let recorded = if safetensors { weights::read_config(path)? } else { None };
     let beside = path.with_file_name("config.json");
     let config = match (recorded, fallback) {
         (Some(config), _) => config,
@@ -67,8 +67,8 @@ pub fn load_file(
             )))
         }
     };
-    let model = checkpoint::load(path, &config, set, dtype, device)?;
-    let class_names = if safetensors { checkpoint::read_class_names(path)? } else { Vec::new() };
+    let model = weights::load(path, &config, set, dtype, device)?;
+    let class_names = if safetensors { weights::read_class_names(path)? } else { Vec::new() };
     let vae = (config.in_channels == 4).then(|| FILE_VAE.to_string());
     Ok(LoadedModel { model, vae, steps: 40, guidance: 1.0, interval: None, class_names })
 }
@@ -91,7 +91,7 @@ pub fn load_model(
         .transpose()
         .map_err(|e| Error::Request(format!("registry entry {name}: {e}")))?;
     let model = match fetch::model_weights(name, entry, progress)? {
-        ModelWeights::Embedded(bytes) => checkpoint::load_bytes(bytes, dtype, device)?,
+        ModelWeights::Embedded(bytes) => weights::load_bytes(bytes, dtype, device)?,
         ModelWeights::File(path) => {
             let preset = entry
                 .preset
@@ -104,7 +104,7 @@ pub fn load_model(
                 entry.num_classes.unwrap_or(1000),
                 entry.decoder.unwrap_or(true),
             )?;
-            checkpoint::load(&path, &config, set, dtype, device)?
+            weights::load(&path, &config, set, dtype, device)?
         }
     };
     Ok(LoadedModel {

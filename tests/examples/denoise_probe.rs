@@ -2,14 +2,14 @@
 //! Usage: cargo run --release -p maskdit-tests --example denoise_probe -- CHECKPOINT [ema|model]
 
 use candle_core::{DType, Device, Tensor};
-use maskdit::{checkpoint, WeightSet};
+use maskdit::{weights, WeightSet};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let path = std::path::PathBuf::from(&args[1]);
     let set = if args.get(2).map(String::as_str) == Some("model") { WeightSet::Model } else { WeightSet::Ema };
-    let config = checkpoint::read_config(&path).unwrap().expect("a toolkit checkpoint");
-    let model = checkpoint::load(&path, &config, set, DType::F32, &Device::Cpu).unwrap();
+    let config = weights::read_config(&path).unwrap().expect("a toolkit checkpoint");
+    let model = weights::load(&path, &config, set, DType::F32, &Device::Cpu).unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let data = candle_core::safetensors::load(root.join("data/mnist/digits.safetensors"), &Device::Cpu).unwrap();
     let x0 = ((data["images"].narrow(0, 0, 64).unwrap().to_dtype(DType::F32).unwrap() / 127.5).unwrap() - 1.0)

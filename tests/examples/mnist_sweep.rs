@@ -2,7 +2,7 @@
 //! Usage: cargo run --release -p maskdit-tests --example mnist_sweep -- FILE [STEPS,..] [CFG,..] [PER_CLASS] [LOW:HIGH,..]
 
 use candle_core::{DType, Device};
-use maskdit::{checkpoint, WeightSet};
+use maskdit::{weights, WeightSet};
 use maskdit_sampler::GuidanceInterval;
 use maskdit_tests::mnist_judge::{judge_model, Judge};
 
@@ -26,8 +26,8 @@ fn main() {
         .split(',')
         .map(|v| (v != "all").then(|| v.parse().expect("an interval LOW:HIGH or `all`")))
         .collect();
-    let config = checkpoint::read_config(&path).unwrap().expect("a toolkit checkpoint (with its architecture)");
-    let model = checkpoint::load(&path, &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap();
+    let config = weights::read_config(&path).unwrap().expect("a toolkit checkpoint (with its architecture)");
+    let model = weights::load(&path, &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap();
     let (judge, real_accuracy) = Judge::train();
     println!("judge reads {real_accuracy:.4} of held-out real digits");
     for &s in &steps {

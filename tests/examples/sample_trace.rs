@@ -4,16 +4,16 @@
 //! Usage: cargo run --release -p maskdit-tests --example sample_trace -- CHECKPOINT [STEPS] [ema|model]
 
 use candle_core::{DType, Device, Tensor};
-use maskdit::{checkpoint, WeightSet};
+use maskdit::{weights, WeightSet};
 use maskdit_sampler::{EdmOptions, SeededNoise, Solver};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let path = std::path::PathBuf::from(&args[1]);
     let steps: usize = args.get(2).map_or(18, |s| s.parse().unwrap());
-    let config = checkpoint::read_config(&path).unwrap().expect("a toolkit checkpoint");
+    let config = weights::read_config(&path).unwrap().expect("a toolkit checkpoint");
     let set = if args.get(3).map(String::as_str) == Some("model") { WeightSet::Model } else { WeightSet::Ema };
-    let model = checkpoint::load(&path, &config, set, DType::F32, &Device::Cpu).unwrap();
+    let model = weights::load(&path, &config, set, DType::F32, &Device::Cpu).unwrap();
     let n = 20;
     let labels = maskdit::one_hot((0..n).map(|i| i % 10), 10, &Device::Cpu).unwrap();
     let options = EdmOptions { solver: Solver::Euler, ..EdmOptions::heun(steps) };

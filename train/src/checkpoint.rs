@@ -1,11 +1,11 @@
 //! Training checkpoints: weights, EMA, optimiser moments and run state in one safetensors file
-//! (the layout of [`maskdit::checkpoint`]'s constants), written whole or not at all.
+//! (the layout of [`maskdit::weights`]'s constants), written whole or not at all.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::Tensor;
-use maskdit::checkpoint::{
+use maskdit::weights::{
     check_keys, save_with_metadata, CONFIG_METADATA, EMA_PREFIX, OPTIMIZER_PREFIX, OPTIONS_METADATA, STATE_METADATA,
 };
 use maskdit::ModelConfig;

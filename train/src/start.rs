@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use maskdit::{checkpoint, MaskDit, ModelConfig, WeightSet};
+use maskdit::{weights, MaskDit, ModelConfig, WeightSet};
 use rand::SeedableRng;
 
 use crate::{Error, Result, Start, TrainableModel};
@@ -54,7 +54,7 @@ fn fitting(
     expected: &HashMap<String, Vec<usize>>,
     allow_partial: bool,
 ) -> Result<(HashMap<String, Tensor>, Vec<String>)> {
-    let tensors = checkpoint::read_tensors(path, set)?;
+    let tensors = weights::read_tensors(path, set)?;
     let decoder_changed = tensors.keys().any(|k| k.starts_with("model.decoder_")) != config.use_decoder;
     let (mut kept, mut unfit) = (HashMap::new(), Vec::new());
     for (name, t) in tensors {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use maskdit::{checkpoint, WeightSet};
+use maskdit::{weights, WeightSet};
 
 /// Options of `maskdit convert`.
 #[derive(Debug, Args)]
@@ -25,12 +25,12 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     if !maskdit_io::is_safetensors(&output) {
         bail!("the output file should end in .safetensors");
     }
-    let tensors = checkpoint::read_tensors(&input, set)?;
-    let recorded = if maskdit_io::is_safetensors(&input) { checkpoint::read_config(&input)? } else { None };
+    let tensors = weights::read_tensors(&input, set)?;
+    let recorded = if maskdit_io::is_safetensors(&input) { weights::read_config(&input)? } else { None };
     match recorded {
         // A toolkit checkpoint: keep its architecture with the weights.
-        Some(config) => checkpoint::save_model(&tensors, &config, &[], &output)?,
-        None => checkpoint::save(&tensors, &output)?,
+        Some(config) => weights::save_model(&tensors, &config, &[], &output)?,
+        None => weights::save(&tensors, &output)?,
     }
     eprintln!("wrote {} tensors ({} weights) to {}", tensors.len(), set.key(), output.display());
     Ok(())

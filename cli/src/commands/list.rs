@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use maskdit::{checkpoint, ModelConfig};
+use maskdit::{weights, ModelConfig};
 use maskdit_registry::fetch::{cached_dataset, cached_evaluator, cached_model, cached_vae};
 use maskdit_registry::{Registry, EMBEDDED_MNIST};
 
@@ -26,7 +26,7 @@ fn model_classes(model: &str, registry: &Registry) -> Result<(usize, Vec<String>
             let config = header
                 .metadata()
                 .as_ref()
-                .and_then(|m| m.get(checkpoint::CONFIG_METADATA))
+                .and_then(|m| m.get(weights::CONFIG_METADATA))
                 .context("the embedded model records no architecture")?;
             return Ok((ModelConfig::from_json(config)?.num_classes, Vec::new()));
         }
@@ -42,9 +42,9 @@ fn model_classes(model: &str, registry: &Registry) -> Result<(usize, Vec<String>
              imagenet256-guidance`)"
         );
     }
-    let config = checkpoint::read_config(path)?
+    let config = weights::read_config(path)?
         .with_context(|| format!("{model} records no architecture (convert it with `maskdit convert`)"))?;
-    Ok((config.num_classes, checkpoint::read_class_names(path)?))
+    Ok((config.num_classes, weights::read_class_names(path)?))
 }
 
 /// Prints the classes of `model`, one `index<TAB>name` line each.

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
 use indicatif::ProgressBar;
-use maskdit::{checkpoint, ModelConfig};
+use maskdit::{weights, ModelConfig};
 use maskdit_train::data::{Dataset, LmdbDataset, ShardDataset, WithoutLabels};
 use maskdit_train::{
     check_same_run, preset, short_list, Precision, RunFolder, Start, TrainOptions, TrainPreset, Trainer, PRESET_NAMES,
@@ -358,7 +358,7 @@ fn run_rank(
     let mut trainer = train_loop(trainer, &args.out, every, evaluator.as_ref(), &device)?;
     trainer.finish()?;
     if let Some(path) = args.export.as_ref().filter(|_| main) {
-        checkpoint::save_model(&trainer.ema_weights(), trainer.config(), &class_names, path)?;
+        weights::save_model(&trainer.ema_weights(), trainer.config(), &class_names, path)?;
         match class_names.len() {
             0 => eprintln!("wrote the EMA weights to {}", path.display()),
             n => eprintln!("wrote the EMA weights and the names of the {n} classes to {}", path.display()),

@@ -197,5 +197,5 @@ pub fn write_shard(path: &Path, data_name: &str, data: &Tensor, labels: Option<&
         let values = labels.iter().map(|&l| l as i64).collect::<Vec<_>>();
         tensors.insert("labels".to_string(), Tensor::from_vec(values, labels.len(), &Device::Cpu)?);
     }
-    Ok(maskdit::checkpoint::save(&tensors, path)?)
+    Ok(maskdit::weights::save(&tensors, path)?)
 }

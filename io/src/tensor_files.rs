@@ -1,4 +1,4 @@
-//! Reading weights files: safetensors by positioned reads of just the tensors asked for (no
+//! Reading tensor files: safetensors by positioned reads of just the tensors asked for (no
 //! memory map, so nothing but the kept tensors ever becomes resident), and PyTorch pickles (a
 //! plain state dict, or a dict holding one under a key; read tensor by tensor).
 

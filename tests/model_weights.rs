@@ -1,11 +1,11 @@
-//! Checkpoint handling: strict key checks with named errors, wrapper prefixes, saving,
+//! Model weights files: strict key checks with named errors, wrapper prefixes, saving,
 //! reduced-precision loading.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use maskdit::{checkpoint, Error, Mask, ModelConfig, WeightSet};
+use maskdit::{weights, Error, Mask, ModelConfig, WeightSet};
 use maskdit_tests::{cases_of, get, load, relative_l2, CaseKind, Scratch, SeededTensors};
 
 fn first_case() -> (PathBuf, ModelConfig) {
@@ -14,21 +14,21 @@ fn first_case() -> (PathBuf, ModelConfig) {
     (case, config)
 }
 
-fn weights(case: &Path) -> HashMap<String, Tensor> {
+fn case_weights(case: &Path) -> HashMap<String, Tensor> {
     load(&case.join("weights.safetensors"))
 }
 
 fn load_from(tensors: &HashMap<String, Tensor>, config: &ModelConfig, name: &str) -> maskdit::Result<maskdit::MaskDit> {
     let dir = Scratch::new(name);
     let path = dir.join("w.safetensors");
-    checkpoint::save(tensors, &path).unwrap();
-    checkpoint::load(&path, config, WeightSet::Ema, DType::F32, &Device::Cpu)
+    weights::save(tensors, &path).unwrap();
+    weights::load(&path, config, WeightSet::Ema, DType::F32, &Device::Cpu)
 }
 
 #[test]
 fn missing_key_is_named() {
     let (case, config) = first_case();
-    let mut tensors = weights(&case);
+    let mut tensors = case_weights(&case);
     tensors.remove("model.blocks.0.attn.qkv.weight");
     match load_from(&tensors, &config, "missing") {
         Err(Error::MissingKey { key, .. }) => assert_eq!(key, "model.blocks.0.attn.qkv.weight"),
@@ -39,7 +39,7 @@ fn missing_key_is_named() {
 #[test]
 fn unexpected_key_is_named() {
     let (case, config) = first_case();
-    let mut tensors = weights(&case);
+    let mut tensors = case_weights(&case);
     tensors.insert("model.extra.weight".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap());
     let err = load_from(&tensors, &config, "unexpected").unwrap_err();
     assert!(matches!(&err, Error::UnexpectedKey { key, .. } if key == "model.extra.weight"), "{err}");
@@ -48,7 +48,7 @@ fn unexpected_key_is_named() {
 #[test]
 fn shape_mismatch_names_key_and_both_shapes() {
     let (case, config) = first_case();
-    let mut tensors = weights(&case);
+    let mut tensors = case_weights(&case);
     let key = "model.final_layer.linear.bias";
     let want = tensors[key].dims().to_vec();
     tensors.insert(key.into(), Tensor::zeros(want[0] + 1, DType::F32, &Device::Cpu).unwrap());
@@ -64,7 +64,7 @@ fn shape_mismatch_names_key_and_both_shapes() {
 fn wrapper_prefixes_are_tolerated() {
     let (case, config) = first_case();
     let tensors: HashMap<String, Tensor> =
-        weights(&case).into_iter().map(|(k, v)| (format!("module._orig_mod.{k}"), v)).collect();
+        case_weights(&case).into_iter().map(|(k, v)| (format!("module._orig_mod.{k}"), v)).collect();
     let model = load_from(&tensors, &config, "prefix").unwrap();
     let refs = load(&case.join("forward.safetensors"));
     let out = model.denoise(get(&refs, "x"), get(&refs, "sigma"), Some(get(&refs, "labels"))).unwrap();
@@ -78,10 +78,10 @@ fn corrupt_and_absent_files_give_clear_errors() {
     for name in ["bad.safetensors", "bad.pt"] {
         let path = dir.join(name);
         std::fs::write(&path, b"this is not a checkpoint").unwrap();
-        let err = checkpoint::load(&path, &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap_err();
-        assert!(matches!(err, Error::Checkpoint { .. }), "{name}: {err}");
+        let err = weights::load(&path, &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap_err();
+        assert!(matches!(err, Error::WeightsFile { .. }), "{name}: {err}");
     }
-    let err = checkpoint::load(&dir.join("absent.pt"), &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap_err();
+    let err = weights::load(&dir.join("absent.pt"), &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
 
@@ -89,7 +89,7 @@ fn corrupt_and_absent_files_give_clear_errors() {
 fn wrong_architecture_is_rejected() {
     let (case, mut config) = first_case();
     config.depth += 1;
-    let err = checkpoint::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, DType::F32, &Device::Cpu)
+    let err = weights::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, DType::F32, &Device::Cpu)
         .unwrap_err();
     assert!(matches!(err, Error::MissingKey { .. }), "{err}");
 }
@@ -104,7 +104,7 @@ impl ReducedPrecision {
     fn new() -> Self {
         let (case, config) = first_case();
         let load_as = |dtype| {
-            checkpoint::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, dtype, &Device::Cpu).unwrap()
+            weights::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, dtype, &Device::Cpu).unwrap()
         };
         let models = [load_as(DType::F32), load_as(DType::F16), load_as(DType::BF16)];
         Self { models, refs: load(&case.join("forward.safetensors")) }
@@ -168,7 +168,7 @@ fn reduced_precision_spread_over_seeds() {
 fn random_mask_keeps_the_right_tokens() {
     let (case, config) = first_case();
     let model =
-        checkpoint::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap();
+        weights::load(&case.join("weights.safetensors"), &config, WeightSet::Ema, DType::F32, &Device::Cpu).unwrap();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
     let length = config.num_patches();
     let mask = Mask::random(5, length, 0.5, &mut rng, &Device::Cpu).unwrap();

@@ -1,4 +1,8 @@
-//! Reading and writing model weights: safetensors files and official PyTorch checkpoints.
+//! Model weights files: the network's parameters by their official names, in safetensors files
+//! (the toolkit's exports and the weights inside its training checkpoints) or official PyTorch
+//! checkpoints; read, checked against an architecture, loaded as a [`MaskDit`], saved. A training
+//! run's whole state (optimiser, EMA, run state) is `maskdit_train::checkpoint`'s; file formats
+//! themselves are `maskdit_io`'s.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,8 +45,8 @@ pub fn strip_wrapper_prefixes(name: &str) -> &str {
     name
 }
 
-fn checkpoint_error(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Checkpoint { path: path.to_path_buf(), reason: reason.into() }
+fn file_error(path: &Path, reason: impl Into<String>) -> Error {
+    Error::WeightsFile { path: path.to_path_buf(), reason: reason.into() }
 }
 
 /// Reads the weights of one set from a weights file, on the CPU in the file's dtypes, with
@@ -61,7 +65,7 @@ pub fn read_tensors(path: &Path, set: WeightSet) -> Result<HashMap<String, Tenso
         (!name.contains('/')).then(|| name.to_string())
     })?;
     if tensors.is_empty() {
-        return Err(checkpoint_error(path, format!("holds no `{}` weights", set.key())));
+        return Err(file_error(path, format!("holds no `{}` weights", set.key())));
     }
     Ok(tensors)
 }
@@ -112,12 +116,12 @@ pub fn load(path: &Path, config: &ModelConfig, set: WeightSet, dtype: DType, dev
 pub fn load_bytes(bytes: &[u8], dtype: DType, device: &Device) -> Result<MaskDit> {
     let origin = Path::new("<embedded weights>");
     let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| checkpoint_error(origin, format!("not safetensors ({e})")))?;
+        .map_err(|e| file_error(origin, format!("not safetensors ({e})")))?;
     let config = metadata
         .metadata()
         .as_ref()
         .and_then(|m| m.get(CONFIG_METADATA))
-        .ok_or_else(|| checkpoint_error(origin, "records no architecture"))?;
+        .ok_or_else(|| file_error(origin, "records no architecture"))?;
     let config = ModelConfig::from_json(config)?;
     let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
     check_keys(origin, &config, &tensors)?;
@@ -200,7 +204,7 @@ pub fn read_class_names(path: &Path) -> Result<Vec<String>> {
     match maskdit_io::read_header(path)?.metadata.get(CLASSES_METADATA) {
         None => Ok(Vec::new()),
         Some(text) => {
-            serde_json::from_str(text).map_err(|e| checkpoint_error(path, format!("has unreadable class names ({e})")))
+            serde_json::from_str(text).map_err(|e| file_error(path, format!("has unreadable class names ({e})")))
         }
     }
 }
