@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor};
-use maskdit_eval::{resize_to_input, FidInception, Statistics};
+use maskdit_eval::{FidInception, InputMode, Statistics};
 use maskdit_tests::{get, hashed_inception_weights, load, relative_l2};
 use nalgebra::{DMatrix, DVector};
 
@@ -99,7 +99,7 @@ fn fid_inception_matches_pytorch_fid() {
         let network = FidInception::from_tensors(&tensors, &device).unwrap();
         let refs = load(&case.join("io.safetensors"));
         let pixels = get(&refs, "pixels").to_device(&device).unwrap();
-        let resized = resize_to_input(&pixels).unwrap();
+        let resized = InputMode::PytorchFid.prepare(&pixels).unwrap();
         let mut report = vec![("resized", relative_l2(&resized, get(&refs, "resized")), 1e-6)];
         let out = network.forward(&resized).unwrap();
         for (i, mean) in out.block_means.iter().enumerate() {

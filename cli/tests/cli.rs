@@ -519,14 +519,42 @@ fn fid_of_folders_statistics_and_npz_batches_agree() {
     let report = json_line(&out);
     let fid = report["fid"].as_f64().unwrap();
     assert!(fid.is_finite() && fid > 0.0, "{report}");
-    assert_eq!(report["first"]["images"], 10);
-    assert!(report["first"]["inception_score"].as_f64().unwrap() >= 1.0, "{report}");
+    assert_eq!(report["samples"]["images"], 10);
+    assert!(report["samples"]["inception_score"].as_f64().unwrap() >= 1.0, "{report}");
+    let sfid = report["sfid"].as_f64().unwrap();
+    assert!(sfid.is_finite() && sfid > 0.0, "{report}");
+    for share in ["precision", "recall"] {
+        let value = report[share].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&value) && (value * 10.0).fract() == 0.0, "{share}: {report}");
+    }
+    assert_eq!(report["missing"], serde_json::json!({}));
+    // ADM's input (the TensorFlow graph's resize and scaling) is another measurement.
+    let adm = json_line(&ok(&["fid", s(&threes), s(&fives), "--inception", s(&weights), "--resize", "adm", "--json"]));
+    let adm_fid = adm["fid"].as_f64().unwrap();
+    assert!(adm_fid.is_finite() && adm_fid != fid, "{adm} against {report}");
+    let text =
+        String::from_utf8_lossy(&ok(&["fid", s(&threes), s(&fives), "--inception", s(&weights)]).stdout).to_string();
+    for line in ["FID", "sFID", "precision", "recall", "Inception Score"] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
 
-    // Statistics written by fid-stats stand in for the folder.
+    // Statistics written by fid-stats stand in for the folder; with --features they carry
+    // what precision and recall need, without it the report says why those are missing.
     let stats = work.join("threes.npz");
     ok(&["fid-stats", s(&threes), "--out", s(&stats), "--inception", s(&weights)]);
     let against_self = json_line(&ok(&["fid", s(&stats), s(&stats), "--json"]));
     assert!(against_self["fid"].as_f64().unwrap().abs() < 1e-6, "{against_self}");
+    // Against traces of about 24: round-off of two 2023-dimensional eigendecompositions.
+    assert!(against_self["sfid"].as_f64().unwrap().abs() < 1e-4, "{against_self}");
+    assert!(against_self["precision"].is_null(), "{against_self}");
+    let why = against_self["missing"]["precision_recall"].as_str().unwrap();
+    assert!(why.contains("--features"), "{why}");
+    let stored = work.join("threes-features.npz");
+    ok(&["fid-stats", s(&threes), "--out", s(&stored), "--features", "--inception", s(&weights)]);
+    let stored_report = json_line(&ok(&["fid", s(&stored), s(&fives), "--inception", s(&weights), "--json"]));
+    for number in ["fid", "sfid", "precision", "recall"] {
+        assert_eq!(stored_report[number], report[number], "{number}: {stored_report} against {report}");
+    }
 
     // The fives as an ADM batch (arr_0, N×H×W×3 uint8) give the folder's number.
     let mut images = Vec::new();

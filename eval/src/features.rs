@@ -3,14 +3,17 @@
 use candle_core::{DType, Tensor};
 
 use crate::image_set::ImageSet;
-use crate::inception::{resize_to_input, FidInception, FEATURE_DIMS, LOGITS};
+use crate::inception::{FidInception, FEATURE_DIMS, LOGITS, SPATIAL_DIMS};
+use crate::npz::EvaluationFile;
 use crate::{Error, Result, Statistics};
 
 /// What the network gives for every image of a set, row-major `(images, dims)`.
 #[derive(Debug, Clone, Default)]
 pub struct SetFeatures {
-    /// The 2048-d pool features FID uses.
+    /// The 2048-d pool features FID, precision and recall use.
     pub pool: Vec<f32>,
+    /// The 2023-d spatial features sFID uses.
+    pub spatial: Vec<f32>,
     /// The 1008 logits without the classifier's bias (what the original Inception Score code
     /// and torch-fidelity use).
     pub unbiased_logits: Vec<f32>,
@@ -30,6 +33,20 @@ impl SetFeatures {
     /// Mean and covariance of the pool features (FID's statistics).
     pub fn statistics(&self) -> Result<Statistics> {
         Statistics::from_features(&self.pool, FEATURE_DIMS)
+    }
+
+    /// Mean and covariance of the spatial features (sFID's statistics).
+    pub fn spatial_statistics(&self) -> Result<Statistics> {
+        Statistics::from_features(&self.spatial, SPATIAL_DIMS)
+    }
+
+    /// The statistics of both kinds of features, and the pool features when `keep_features`.
+    pub fn evaluation_file(&self, keep_features: bool) -> Result<EvaluationFile> {
+        Ok(EvaluationFile {
+            statistics: Some(self.statistics()?),
+            spatial_statistics: Some(self.spatial_statistics()?),
+            pool_features: keep_features.then(|| self.pool.clone()),
+        })
     }
 
     /// The Inception Score over `splits` equal parts (the remainder is left out, as the
@@ -94,17 +111,19 @@ impl FidInception {
     /// error.
     pub fn extend(&self, features: &mut SetFeatures, pixels: &Tensor) -> Result<()> {
         let (done, count) = (features.len(), pixels.dim(0)?);
-        let input = resize_to_input(&pixels.to_device(self.device())?)?;
-        let pool = self.forward(&input)?.pool;
-        let logits = pool.matmul(&self.classifier_weight().t()?)?;
-        let pool = pool.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        if pool.iter().any(|v| !v.is_finite()) {
+        let input = self.input_mode().prepare(&pixels.to_device(self.device())?)?;
+        let output = self.forward(&input)?;
+        let logits = output.pool.matmul(&self.classifier_weight().t()?)?;
+        let pool = output.pool.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let spatial = output.spatial.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        if pool.iter().chain(&spatial).any(|v| !v.is_finite()) {
             return Err(Error::Input(format!(
                 "the network gave NaN or infinite features for images {done}..{}",
                 done + count
             )));
         }
         features.pool.extend(pool);
+        features.spatial.extend(spatial);
         features.unbiased_logits.extend(logits.flatten_all()?.to_vec1::<f32>()?);
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! Feature statistics and the Fréchet distance between the Gaussians they describe.
 
+use faer::{Mat, Side};
 use nalgebra::{DMatrix, DVector};
 
 use crate::{Error, Result};
@@ -37,23 +38,55 @@ impl Statistics {
 
     /// `‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr √(Σ₁Σ₂)`. The trace of the square root is taken as
     /// that of the symmetric `√Σ₁ Σ₂ √Σ₁`, which has the same eigenvalues and stays real for
-    /// singular covariances (negative round-off eigenvalues count as zero).
+    /// singular covariances (negative round-off eigenvalues count as zero). The
+    /// eigendecompositions are faer's: nalgebra's gave NaN eigenvalues on covariances of sFID's
+    /// spatial features (2023 dimensions, hundreds of them constant), which silently read as
+    /// zero.
     pub fn frechet_distance(&self, other: &Self) -> Result<f64> {
         if self.mu.len() != other.mu.len() {
             return Err(Error::Input(format!("{} against {} dimensions", self.mu.len(), other.mu.len())));
         }
-        let root = symmetric_sqrt(&self.sigma);
-        let product = &root * &other.sigma * &root;
-        let product = (&product + product.transpose()) * 0.5;
-        let trace_root: f64 = product.symmetric_eigenvalues().iter().map(|&e| e.max(0.0).sqrt()).sum();
+        let root = symmetric_sqrt(&symmetric(&self.sigma))?;
+        let product = &root * symmetric(&other.sigma) * &root;
+        let product = symmetric_part(product.nrows(), |i, j| product[(i, j)]);
+        let trace_root: f64 = eigenvalues(&product)?.iter().map(|&e| e.max(0.0).sqrt()).sum();
         let diff = &self.mu - &other.mu;
         Ok(diff.dot(&diff) + self.sigma.trace() + other.sigma.trace() - 2.0 * trace_root)
     }
 }
 
+/// The symmetric part `(A + Aᵀ) / 2` of the `n × n` matrix whose entries `at` gives, in faer's
+/// layout.
+fn symmetric_part(n: usize, at: impl Fn(usize, usize) -> f64) -> Mat<f64> {
+    Mat::from_fn(n, n, |i, j| 0.5 * (at(i, j) + at(j, i)))
+}
+
+/// The symmetric part of a covariance.
+fn symmetric(a: &DMatrix<f64>) -> Mat<f64> {
+    symmetric_part(a.nrows(), |i, j| a[(i, j)])
+}
+
+/// The eigenvalues of a symmetric matrix; an error if any is not finite.
+fn eigenvalues(a: &Mat<f64>) -> Result<Vec<f64>> {
+    let values = a
+        .self_adjoint_eigenvalues(Side::Lower)
+        .map_err(|e| Error::Input(format!("the eigendecomposition of a covariance failed ({e:?})")))?;
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Input("a covariance has NaN or infinite eigenvalues".into()));
+    }
+    Ok(values)
+}
+
 /// √A of a symmetric positive semi-definite matrix (negative eigenvalues count as zero).
-fn symmetric_sqrt(a: &DMatrix<f64>) -> DMatrix<f64> {
-    let eigen = ((a + a.transpose()) * 0.5).symmetric_eigen();
-    let roots = eigen.eigenvalues.map(|e| e.max(0.0).sqrt());
-    &eigen.eigenvectors * DMatrix::from_diagonal(&roots) * eigen.eigenvectors.transpose()
+fn symmetric_sqrt(a: &Mat<f64>) -> Result<Mat<f64>> {
+    let eigen = a
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|e| Error::Input(format!("the eigendecomposition of a covariance failed ({e:?})")))?;
+    let (vectors, values) = (eigen.U(), eigen.S().column_vector());
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Input("a covariance has NaN or infinite eigenvalues".into()));
+    }
+    let n = a.nrows();
+    let scaled = Mat::from_fn(n, n, |i, j| vectors[(i, j)] * values[j].max(0.0).sqrt());
+    Ok(&scaled * vectors.transpose())
 }

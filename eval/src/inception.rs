@@ -7,6 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, Linear};
 
+use crate::input::InputMode;
 use crate::{Error, Result};
 
 /// Side of the square images the network sees.
@@ -15,6 +16,14 @@ pub const INPUT_SIDE: usize = 299;
 pub const FEATURE_DIMS: usize = 2048;
 /// Number of logits (class 0 is an unused background class; 1..=1000 are ImageNet's).
 pub const LOGITS: usize = 1008;
+/// Channels of the spatial features sFID uses (the first of the 192 they are taken from).
+pub const SPATIAL_CHANNELS: usize = 7;
+/// Side of the grid the spatial features come from.
+pub const SPATIAL_SIDE: usize = 17;
+/// Width of the spatial features sFID uses: 17·17 positions × 7 channels.
+pub const SPATIAL_DIMS: usize = SPATIAL_SIDE * SPATIAL_SIDE * SPATIAL_CHANNELS;
+/// Which of the four InceptionC blocks (Mixed_6b–6e) gives the spatial features: Mixed_6d.
+const SPATIAL_BLOCK: usize = 2;
 /// BatchNorm epsilon of every convolution block.
 const BATCH_NORM_EPS: f64 = 1e-3;
 
@@ -25,6 +34,17 @@ pub struct InceptionOutput {
     pub pool: Tensor,
     /// `(N, 1008)` logits of the classifier (for the Inception Score).
     pub logits: Tensor,
+    /// `(N, 2023)` spatial features (for sFID, as ADM's evaluator takes them): the first 7
+    /// channels of Mixed_6d's 1×1 branch (after batch norm and ReLU), each of the 17×17
+    /// positions' 7 values in turn, row by row (channel-last, as TensorFlow lays them out).
+    ///
+    /// ADM reads the TensorFlow graph's `mixed_6/conv`. The graph's blocks `mixed`, `mixed_1`, …,
+    /// `mixed_10` are torchvision's Mixed_5b, 5c, 5d, 6a, 6b, 6c, 6d, 6e, 7a, 7b, 7c, so
+    /// `mixed_6` is Mixed_6d; its `conv` is the block's first convolution, the 768 → 192 1×1
+    /// branch (`branch1x1`), and every convolution of the graph ends in batch norm and ReLU. The
+    /// TorchScript port that keeps the graph's names (StyleGAN's `inception-2015-12-05`) takes
+    /// sFID features from `layers.mixed_6.conv` after running `mixed` … `mixed_5`, which agrees.
+    pub spatial: Tensor,
     /// Spatial means `(N, C)` after the first max pool, the second max pool and Mixed_6e, to
     /// locate a mismatch.
     pub block_means: [Tensor; 3],
@@ -238,14 +258,16 @@ impl BlockC {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The block's output and its 1×1 branch's.
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let branch1x1 = self.branch1x1.forward(x)?;
         let parts = [
-            self.branch1x1.forward(x)?,
+            branch1x1.clone(),
             chain(&self.branch7x7, x)?,
             chain(&self.branch7x7dbl, x)?,
             self.branch_pool.forward(&avg_pool_3x3_valid(x)?)?,
         ];
-        Ok(Tensor::cat(&parts, 1)?)
+        Ok((Tensor::cat(&parts, 1)?, branch1x1))
     }
 }
 
@@ -341,6 +363,7 @@ pub struct FidInception {
     mixed_7a: BlockD,
     mixed_7: [BlockE; 2],
     fc: Linear,
+    input: InputMode,
     device: Device,
 }
 
@@ -377,6 +400,7 @@ impl FidInception {
                 BlockE::new(&w, "Mixed_7c", 2048, PoolE::Max)?,
             ],
             fc: Linear::new(w.get("fc.weight", &[LOGITS, FEATURE_DIMS])?, Some(w.get("fc.bias", &[LOGITS])?)),
+            input: InputMode::default(),
             device: device.clone(),
         })
     }
@@ -393,13 +417,24 @@ impl FidInception {
         &self.device
     }
 
+    /// The network taking its images as `input` says (default: pytorch-fid's way).
+    pub fn with_input_mode(mut self, input: InputMode) -> Self {
+        self.input = input;
+        self
+    }
+
+    /// How images become the network's input.
+    pub fn input_mode(&self) -> InputMode {
+        self.input
+    }
+
     /// The classifier's weight, `(1008, 2048)`.
     pub(crate) fn classifier_weight(&self) -> &Tensor {
         self.fc.weight()
     }
 
-    /// Runs the network on `images`, `(N, 3, 299, 299)` f32 in [0, 1] (see [`resize_to_input`]);
-    /// the `2x − 1` scaling is applied here.
+    /// Runs the network on `images`, `(N, 3, 299, 299)` f32 in [0, 1] (see
+    /// [`InputMode::prepare`]); the `2x − 1` scaling is applied here.
     pub fn forward(&self, images: &Tensor) -> Result<InceptionOutput> {
         let (_, c, h, w) = images.dims4()?;
         if (c, h, w) != (3, INPUT_SIDE, INPUT_SIDE) {
@@ -415,50 +450,22 @@ impl FidInception {
         let x = max_pool_3x3_s2(&chain(&self.stem2, &x)?)?;
         let block1 = spatial_mean(&x)?;
         let x = self.mixed_5.iter().try_fold(x, |x, b| b.forward(&x))?;
-        let x = self.mixed_6a.forward(&x)?;
-        let x = self.mixed_6.iter().try_fold(x, |x, b| b.forward(&x))?;
+        let mut x = self.mixed_6a.forward(&x)?;
+        let mut spatial = None;
+        for (i, block) in self.mixed_6.iter().enumerate() {
+            let (out, branch1x1) = block.forward(&x)?;
+            if i == SPATIAL_BLOCK {
+                let first = branch1x1.narrow(1, 0, SPATIAL_CHANNELS)?.permute((0, 2, 3, 1))?;
+                spatial = Some(first.flatten_from(1)?.contiguous()?);
+            }
+            x = out;
+        }
+        let spatial = spatial.ok_or_else(|| Error::Weights("no Mixed_6d block".into()))?;
         let block2 = spatial_mean(&x)?;
         let x = self.mixed_7a.forward(&x)?;
         let x = self.mixed_7.iter().try_fold(x, |x, b| b.forward(&x))?;
         let pool = spatial_mean(&x)?;
         let logits = self.fc.forward(&pool)?;
-        Ok(InceptionOutput { pool, logits, block_means: [block0, block1, block2] })
+        Ok(InceptionOutput { pool, logits, spatial, block_means: [block0, block1, block2] })
     }
-}
-
-/// The interpolation matrix `(out, in)` of PyTorch's bilinear resize along one axis
-/// (`align_corners=False`, no antialiasing): row `o` weighs the two inputs around
-/// `(o + 0.5) · in / out − 0.5`, clamped at 0.
-fn bilinear_matrix(input: usize, output: usize) -> Vec<f32> {
-    let scale = input as f32 / output as f32;
-    let mut m = vec![0f32; output * input];
-    for o in 0..output {
-        let source = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
-        let i0 = (source as usize).min(input - 1);
-        let i1 = (i0 + 1).min(input - 1);
-        let lambda1 = source - i0 as f32;
-        let lambda0 = 1.0 - lambda1;
-        m[o * input + i0] += lambda0;
-        m[o * input + i1] += lambda1;
-    }
-    m
-}
-
-/// Turns `(N, 3, H, W)` u8 pixels into the network's input: f32 in [0, 1], resized to
-/// 299×299 by PyTorch's bilinear interpolation (`align_corners=False`, no antialiasing).
-pub fn resize_to_input(pixels: &Tensor) -> Result<Tensor> {
-    let (_, c, h, w) = pixels.dims4()?;
-    if c != 3 || h == 0 || w == 0 {
-        return Err(Error::Input(format!("images must be (N, 3, H, W), not {:?}", pixels.dims())));
-    }
-    let device = pixels.device();
-    let x = (pixels.to_dtype(DType::F32)? / 255.0)?;
-    if (h, w) == (INPUT_SIDE, INPUT_SIDE) {
-        return Ok(x);
-    }
-    let rows = Tensor::from_vec(bilinear_matrix(h, INPUT_SIDE), (INPUT_SIDE, h), device)?;
-    let columns = Tensor::from_vec(bilinear_matrix(w, INPUT_SIDE), (INPUT_SIDE, w), device)?.t()?;
-    // Along the width first, then the height, as PyTorch weighs the four neighbours.
-    let x = x.broadcast_matmul(&columns)?;
-    Ok(rows.broadcast_matmul(&x)?)
 }

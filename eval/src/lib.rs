@@ -16,12 +16,16 @@ mod features;
 mod frechet;
 mod image_set;
 mod inception;
+mod input;
+mod manifold;
 pub mod npz;
 
 pub use features::SetFeatures;
 pub use frechet::Statistics;
 pub use image_set::{image_tensor, read_image, ImageSet};
-pub use inception::{resize_to_input, FidInception, InceptionOutput, FEATURE_DIMS, INPUT_SIDE, LOGITS};
+pub use inception::{FidInception, InceptionOutput, FEATURE_DIMS, INPUT_SIDE, LOGITS, SPATIAL_DIMS};
+pub use input::InputMode;
+pub use manifold::{precision_recall, PrecisionRecall, NEIGHBOURHOOD};
 
 /// What can go wrong while evaluating.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! `.npz` files: image batches in ADM's layout (`arr_0`, N×H×W×3 uint8), streamed a batch at a
-//! time so that a 10 GB sample file never sits in memory, and statistics files (`mu`, `sigma`,
-//! the layout of the official reference statistics).
+//! time so that a 10 GB sample file never sits in memory, and evaluation files (statistics in
+//! the official and ADM's layouts, stored features).
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -207,39 +207,103 @@ pub fn write_images(
     }
 }
 
-/// Reads `mu` and `sigma` from a statistics file, or `None` when the file has no such arrays.
-pub fn read_statistics(path: &Path) -> Result<Option<Statistics>> {
-    let names = array_names(path)?;
-    if !(names.iter().any(|n| n == "mu") && names.iter().any(|n| n == "sigma")) {
-        return Ok(None);
-    }
-    let arrays = Tensor::read_npz_by_name(path, &["mu", "sigma"])
-        .map_err(|e| npz_error(path, format!("has unreadable `mu`/`sigma` arrays ({e})")))?;
-    let (mu, sigma) = (&arrays[0], &arrays[1]);
-    let dims = mu.elem_count();
-    if sigma.dims() != [dims, dims] {
-        return Err(npz_error(path, format!("has mu of {dims} values but sigma of shape {:?}", sigma.dims())));
-    }
-    let values = |t: &Tensor| -> Result<Vec<f64>> { Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?) };
-    let mu = DVector::from_vec(values(mu)?);
-    let sigma = DMatrix::from_row_slice(dims, dims, &values(sigma)?);
-    if mu.iter().chain(sigma.iter()).any(|v| !v.is_finite()) {
-        return Err(npz_error(path, "holds NaN or infinite statistics"));
-    }
-    Ok(Some(Statistics::new(mu, sigma)?))
+/// What an evaluation file holds besides images, each part optional: FID's statistics (`mu`,
+/// `sigma`, f64, the official reference statistics' layout), sFID's (`mu_s`, `sigma_s`, as in
+/// ADM's reference batches) and the pool features precision and recall need (`pool_features`,
+/// `(N, 2048)` f32).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvaluationFile {
+    /// Mean and covariance of the pool features.
+    pub statistics: Option<Statistics>,
+    /// Mean and covariance of the spatial features.
+    pub spatial_statistics: Option<Statistics>,
+    /// The pool features, row-major `(N, 2048)`.
+    pub pool_features: Option<Vec<f32>>,
 }
 
-/// Writes `stats` as `mu` and `sigma` (f64) in the official statistics layout, atomically.
-pub fn write_statistics(stats: &Statistics, path: &Path) -> Result<()> {
-    let dims = stats.mu.len();
-    let mu = Tensor::from_slice(stats.mu.as_slice(), dims, &Device::Cpu)?;
-    // nalgebra stores column-major; the covariance is symmetric, but write it row by row anyway.
-    let rows: Vec<f64> = stats.sigma.transpose().as_slice().to_vec();
-    let sigma = Tensor::from_vec(rows, (dims, dims), &Device::Cpu)?;
-    maskdit_io::replace_file(path, |tmp| {
-        Tensor::write_npz(&[("mu", &mu), ("sigma", &sigma)], tmp).map_err(std::io::Error::other)
-    })?;
-    Ok(())
+/// Names of the arrays of an [`EvaluationFile`].
+const MU: &str = "mu";
+const SIGMA: &str = "sigma";
+const SPATIAL_MU: &str = "mu_s";
+const SPATIAL_SIGMA: &str = "sigma_s";
+const POOL_FEATURES: &str = "pool_features";
+
+impl EvaluationFile {
+    /// Reads whichever parts `path` holds (a statistics pair counts only when both arrays are
+    /// there); values that are not finite, and shapes that do not fit, are errors.
+    pub fn read(path: &Path) -> Result<Self> {
+        let names = array_names(path)?;
+        let has = |name: &str| names.iter().any(|n| n == name);
+        let pair = |mu: &str, sigma: &str| -> Result<Option<Statistics>> {
+            if has(mu) && has(sigma) {
+                read_statistics_pair(path, mu, sigma).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let pool_features = if has(POOL_FEATURES) {
+            let array = Tensor::read_npz_by_name(path, &[POOL_FEATURES])
+                .map_err(|e| npz_error(path, format!("has an unreadable `{POOL_FEATURES}` array ({e})")))?;
+            let (_, dims) = array[0].dims2().map_err(|_| npz_error(path, format!("`{POOL_FEATURES}` is not 2-d")))?;
+            if dims != crate::FEATURE_DIMS {
+                return Err(npz_error(path, format!("`{POOL_FEATURES}` has {dims} columns, not 2048")));
+            }
+            let values = array[0].to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(npz_error(path, format!("`{POOL_FEATURES}` holds NaN or infinite values")));
+            }
+            Some(values)
+        } else {
+            None
+        };
+        Ok(Self { statistics: pair(MU, SIGMA)?, spatial_statistics: pair(SPATIAL_MU, SPATIAL_SIGMA)?, pool_features })
+    }
+
+    /// Writes the parts present, atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let mut arrays: Vec<(&str, Tensor)> = Vec::new();
+        for (stats, mu, sigma) in [(&self.statistics, MU, SIGMA), (&self.spatial_statistics, SPATIAL_MU, SPATIAL_SIGMA)]
+        {
+            if let Some(stats) = stats {
+                let dims = stats.mu.len();
+                arrays.push((mu, Tensor::from_slice(stats.mu.as_slice(), dims, &Device::Cpu)?));
+                // nalgebra stores column-major: write the covariance row by row.
+                let rows: Vec<f64> = stats.sigma.transpose().as_slice().to_vec();
+                arrays.push((sigma, Tensor::from_vec(rows, (dims, dims), &Device::Cpu)?));
+            }
+        }
+        if let Some(features) = &self.pool_features {
+            let rows = features.len() / crate::FEATURE_DIMS;
+            arrays.push((POOL_FEATURES, Tensor::from_slice(features, (rows, crate::FEATURE_DIMS), &Device::Cpu)?));
+        }
+        if arrays.is_empty() {
+            return Err(Error::Input("an evaluation file needs statistics or features".into()));
+        }
+        let named: Vec<(&str, &Tensor)> = arrays.iter().map(|(n, t)| (*n, t)).collect();
+        maskdit_io::replace_file(path, |tmp| Tensor::write_npz(&named, tmp).map_err(std::io::Error::other))?;
+        Ok(())
+    }
+}
+
+/// Reads the statistics pair `mu`, `sigma` of `path`.
+fn read_statistics_pair(path: &Path, mu: &str, sigma: &str) -> Result<Statistics> {
+    let arrays = Tensor::read_npz_by_name(path, &[mu, sigma])
+        .map_err(|e| npz_error(path, format!("has unreadable `{mu}`/`{sigma}` arrays ({e})")))?;
+    let (mean, covariance) = (&arrays[0], &arrays[1]);
+    let dims = mean.elem_count();
+    if covariance.dims() != [dims, dims] {
+        return Err(npz_error(
+            path,
+            format!("has `{mu}` of {dims} values but `{sigma}` of shape {:?}", covariance.dims()),
+        ));
+    }
+    let values = |t: &Tensor| -> Result<Vec<f64>> { Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?) };
+    let mean = DVector::from_vec(values(mean)?);
+    let covariance = DMatrix::from_row_slice(dims, dims, &values(covariance)?);
+    if mean.iter().chain(covariance.iter()).any(|v| !v.is_finite()) {
+        return Err(npz_error(path, format!("holds NaN or infinite values in `{mu}`/`{sigma}`")));
+    }
+    Statistics::new(mean, covariance)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 use maskdit::WeightSet;
-use maskdit_eval::{image_tensor, npz::write_statistics, FidInception, SetFeatures};
+use maskdit_eval::{image_tensor, FidInception, SetFeatures};
 use maskdit_pipeline::{load_model, load_vae, Decoder, Pipeline};
 use maskdit_registry::{fetch::inception_weights, Quiet, Registry};
 use maskdit_sampler::{EdmOptions, Sampler};
@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for picture in &images {
         inception.extend(&mut features, &image_tensor(picture)?)?;
     }
-    write_statistics(&features.statistics()?, &out.with_extension("npz"))?;
+    features.evaluation_file(false)?.write(&out.with_extension("npz"))?;
     println!("{name}: {} images, one per class, in {}, FID statistics beside it", images.len(), out.display());
     Ok(())
 }

@@ -90,7 +90,8 @@ impl Evaluator {
         let path = args.eval_ref.as_ref().context(
             "--eval-every needs --eval-ref STATS.npz: the official reference statistics, or `maskdit fid-stats` of real images",
         )?;
-        let reference = maskdit_eval::npz::read_statistics(path)?
+        let reference = maskdit_eval::npz::EvaluationFile::read(path)?
+            .statistics
             .with_context(|| format!("{} holds no mu and sigma", path.display()))?;
         if reference.mu.len() != maskdit_eval::FEATURE_DIMS {
             bail!(
