@@ -22,6 +22,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+
+    /// Another process holds the folder.
+    #[error("{} is in use by another maskdit process{}; wait for it to end or choose another folder", folder.display(), holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
+    Locked {
+        /// The folder.
+        folder: PathBuf,
+        /// The holder's pid, where its lock file records it.
+        holder: Option<u32>,
+    },
 }
 
 impl Error {
@@ -29,6 +38,7 @@ impl Error {
     pub fn path(&self) -> &std::path::Path {
         match self {
             Self::Io { path, .. } | Self::Format { path, .. } => path,
+            Self::Locked { folder, .. } => folder,
         }
     }
 }

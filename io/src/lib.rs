@@ -1,6 +1,6 @@
 //! File handling shared by the maskdit crates: reading weights files (only the safetensors
 //! tensors asked for, PyTorch pickles tensor by tensor) and writing files so that a failure never leaves a partial
-//! or damaged file behind.
+//! or damaged file behind, and owning a folder while writing it.
 //!
 //! ```no_run
 //! use std::io::Write;
@@ -22,9 +22,13 @@
 
 mod atomic;
 mod error;
+mod folder_lock;
 mod legacy;
+mod printable;
 mod tensor_files;
 
-pub use atomic::{append_line, replace_file, temporary_sibling, write_atomic};
+pub use atomic::{append_line, replace_file, write_atomic};
 pub use error::{Error, Result};
+pub use folder_lock::{Access, FolderLock, LOCK_FILE};
+pub use printable::printable;
 pub use tensor_files::{bytes_read_on_this_thread, is_safetensors, read_header, read_tensors, Header};

@@ -81,6 +81,9 @@ impl From<maskdit_io::Error> for Error {
         match err {
             maskdit_io::Error::Io { path, source } => Self::Io { path, source },
             maskdit_io::Error::Format { path, reason } => Self::WeightsFile { path, reason },
+            locked @ maskdit_io::Error::Locked { .. } => {
+                Self::WeightsFile { path: locked.path().to_path_buf(), reason: locked.to_string() }
+            }
         }
     }
 }

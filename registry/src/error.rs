@@ -72,6 +72,11 @@ pub enum Error {
     #[error("{0}")]
     Download(String),
 
+    /// An answer or an entry that would reach outside its folder or its server, or a token
+    /// that cannot be sent; nothing was written.
+    #[error("{0}")]
+    Unsafe(String),
+
     /// Every source of an entry failed; each failure is listed.
     #[error(
         "could not fetch `{name}`{}; every source failed:\n  {}\nCheck the network, HF_ENDPOINT and HF_TOKEN",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::catalog::{url_cache_dir, DatasetEntry, EvaluatorEntry, ModelEntry, Registry, VaeEntry, INCEPTION_FID};
 use crate::hub::{self, HubRepo, RepoKind};
-use crate::{DownloadProgress, Error, Result};
+use crate::{untrusted, DownloadProgress, Error, Result};
 
 /// Whether `HF_HUB_OFFLINE` asks for no network.
 pub fn offline() -> bool {
@@ -37,20 +37,23 @@ fn mirror_url(url: &str) -> String {
 }
 
 impl Source<'_> {
-    fn hub(&self) -> Option<HubRepo> {
+    fn hub(&self) -> Option<Result<HubRepo>> {
         self.repo.map(|(repo, revision)| HubRepo::new(RepoKind::Model, repo, revision))
     }
 
-    fn mirror_destination(&self) -> PathBuf {
-        url_cache_dir().join(self.name).join(self.file)
+    /// `URL_CACHE/NAME/FILE`, for a registry name and file name that are single names.
+    fn mirror_destination(&self) -> Result<PathBuf> {
+        untrusted::plain_name("the registry name", self.name)?;
+        untrusted::plain_name("the registry file", self.file)?;
+        Ok(url_cache_dir().join(self.name).join(self.file))
     }
 
     /// The verified cached copy, if any.
     fn cached(&self) -> Option<PathBuf> {
-        if let Some(path) = self.hub().and_then(|hub| hub.cached(self.file)) {
+        if let Some(path) = self.hub().and_then(|hub| hub.ok()?.cached(self.file)) {
             return Some(path);
         }
-        let dest = self.mirror_destination();
+        let dest = self.mirror_destination().ok()?;
         let intact = dest.is_file()
             && self.sha256.is_none_or(|want| hub::sha256_of(&dest).is_ok_and(|got| checksum_matches(&got, want)));
         intact.then_some(dest)
@@ -64,19 +67,21 @@ impl Source<'_> {
             return Err(Error::Offline { name: self.name.to_string() });
         }
         let mut failures = Vec::new();
-        if let Some(hub) = self.hub() {
-            let fetched = hub.list().and_then(|files| {
+        if let Some(((repo, _), hub)) = self.repo.zip(self.hub()) {
+            let fetched = hub.and_then(|hub| {
+                let files = hub.list()?;
                 let file = hub::resolve(&files, self.file, self.sha256, hub.name())?.clone();
                 hub.download(self.file, &file, progress)
             });
             match fetched {
                 Ok(path) => return Ok(path),
-                Err(e) => failures.push(format!("Hub repo {}: {e}", hub.name())),
+                Err(e) => failures.push(format!("Hub repo {}: {e}", maskdit_io::printable(repo))),
             }
         }
+        let destination = self.mirror_destination()?;
         for url in &self.mirrors {
             let url = mirror_url(url);
-            match download_url(&url, &self.mirror_destination(), self.sha256, progress) {
+            match download_url(&url, &destination, self.sha256, progress) {
                 Ok(path) => return Ok(path),
                 Err(e) => failures.push(format!("{url}: {e}")),
             }
@@ -184,7 +189,7 @@ pub fn download_url(
     let dir = dest.parent().ok_or_else(|| Error::Download(format!("{} has no folder", dest.display())))?;
     std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
     let part = dest.with_extension("part");
-    let transfer = hub::transfer(url, &part, None, progress)?;
+    let transfer = hub::transfer(url, &part, None, None, progress)?;
     let got = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     match transfer.total {
         Some(total) if got != total => {
@@ -211,17 +216,24 @@ pub fn download_url(
     Ok(dest.to_path_buf())
 }
 
-fn dataset_hub(entry: &DatasetEntry) -> HubRepo {
+fn dataset_hub(entry: &DatasetEntry) -> Result<HubRepo> {
     HubRepo::new(RepoKind::Dataset, &entry.repo, entry.revision.as_deref().unwrap_or("main"))
+}
+
+/// `URL_CACHE/NAME`, for a dataset entry whose name and files are single names.
+fn dataset_mirror_folder(name: &str, entry: &DatasetEntry) -> Result<PathBuf> {
+    untrusted::plain_name("the registry name", name)?;
+    entry.files.iter().try_for_each(|file| untrusted::plain_name("the dataset file", file))?;
+    Ok(url_cache_dir().join(name))
 }
 
 /// The cached LMDB folder of a dataset entry, if its data file is cached and verified.
 pub fn cached_dataset(name: &str, entry: &DatasetEntry) -> Option<PathBuf> {
     let data = entry.files.first()?;
-    if let Some(path) = dataset_hub(entry).cached(&format!("{name}/{data}")) {
+    if let Some(path) = dataset_hub(entry).ok()?.cached(&format!("{name}/{data}")) {
         return path.parent().map(Path::to_path_buf);
     }
-    let folder = url_cache_dir().join(name);
+    let folder = dataset_mirror_folder(name, entry).ok()?;
     folder.join(data).is_file().then_some(folder)
 }
 
@@ -262,7 +274,7 @@ pub fn fetch_dataset(name: &str, entry: &DatasetEntry, progress: &mut dyn Downlo
     if offline() {
         return Err(Error::Offline { name: name.to_string() });
     }
-    let hub = dataset_hub(entry);
+    let hub = dataset_hub(entry)?;
     let from_hub = hub.list().and_then(|files| {
         let mut folder = None;
         for file in dataset_files(&files, entry, hub.name())? {
@@ -278,7 +290,7 @@ pub fn fetch_dataset(name: &str, entry: &DatasetEntry, progress: &mut dyn Downlo
         Err(e) => failures.push(format!("Hub dataset {}: {e}", hub.name())),
     }
     if let Some(mirror) = &entry.mirror {
-        let folder = url_cache_dir().join(name);
+        let folder = dataset_mirror_folder(name, entry)?;
         let fetched = entry.files.iter().enumerate().try_for_each(|(i, file)| {
             let url = mirror_url(&format!("{}/{file}", mirror.trim_end_matches('/')));
             match download_url(&url, &folder.join(file), None, progress) {

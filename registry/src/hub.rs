@@ -9,7 +9,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{DownloadProgress, Error, Result};
+use crate::{untrusted, DownloadProgress, Error, Result};
+
+/// Pages of one listing followed at most (the Hub gives up to 1000 files a page).
+const MAX_PAGES: usize = 1000;
+/// Bytes of one listing page read at most.
+const MAX_PAGE_BYTES: u64 = 64 << 20;
 
 /// A file of a Hub repository, as its tree listing gives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,9 +71,13 @@ fn hub_cache() -> PathBuf {
     home.join("hub")
 }
 
-/// `HF_TOKEN`, else the token `huggingface-cli login` saved.
-fn token() -> Option<String> {
-    std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| hf_hub::Cache::from_env().token())
+/// `HF_TOKEN`, else the token `huggingface-cli login` saved; one that cannot be sent in a
+/// header is an error (that does not repeat it).
+fn token() -> Result<Option<String>> {
+    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| hf_hub::Cache::from_env().token());
+    let token = token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+    token.as_deref().map(untrusted::token).transpose()?;
+    Ok(token)
 }
 
 /// What the cache remembers of a resolved registry file: where the repository keeps it and
@@ -95,16 +104,20 @@ pub fn sha256_of(path: &Path) -> Result<String> {
 }
 
 impl HubRepo {
-    /// The repository `repo` at `revision`, on `HF_ENDPOINT` (default huggingface.co).
-    pub fn new(kind: RepoKind, repo: &str, revision: &str) -> Self {
+    /// The repository `repo` (`owner/name`) at `revision`, on `HF_ENDPOINT` (default
+    /// huggingface.co); names that could leave the cache folder are refused.
+    pub fn new(kind: RepoKind, repo: &str, revision: &str) -> Result<Self> {
+        untrusted::repo_id(repo)?;
+        untrusted::repo_path("the revision", revision)?;
         let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
-        Self {
-            endpoint: endpoint.trim_end_matches('/').to_string(),
-            kind,
-            repo: repo.to_string(),
-            revision: revision.to_string(),
-            token: token(),
+        let endpoint = endpoint.trim_end_matches('/').to_string();
+        if untrusted::origin(&endpoint).is_none() {
+            return Err(Error::Registry(format!(
+                "HF_ENDPOINT `{}` is not an address like https://huggingface.co",
+                maskdit_io::printable(&endpoint)
+            )));
         }
+        Ok(Self { endpoint, kind, repo: repo.to_string(), revision: revision.to_string(), token: token()? })
     }
 
     /// `models` or `datasets`.
@@ -140,7 +153,15 @@ impl HubRepo {
         Ok(maskdit_io::write_atomic(&path, |f| f.write_all(text.as_bytes()))?)
     }
 
+    /// Asks `url`, which must be on the endpoint's own server (the only one the token goes to).
     fn get(&self, url: &str) -> Result<ureq::Response> {
+        if untrusted::origin(url) != untrusted::origin(&self.endpoint) {
+            return Err(Error::Unsafe(format!(
+                "{} is not on {}, the Hub endpoint; not following it",
+                maskdit_io::printable(url),
+                self.endpoint
+            )));
+        }
         let mut request = ureq::get(url);
         if let Some(token) = &self.token {
             request = request.set("Authorization", &format!("Bearer {token}"));
@@ -152,7 +173,9 @@ impl HubRepo {
         }
     }
 
-    /// Every file of the repository (following the listing's pages).
+    /// Every file of the repository (following the listing's pages on the same server, each
+    /// once, at most [`MAX_PAGES`]). A path or object id that could leave the cache folder makes
+    /// the whole listing an error.
     pub fn list(&self) -> Result<Vec<RepoFile>> {
         let mut url = Some(format!(
             "{}/api/{}/{}/tree/{}?recursive=true",
@@ -162,18 +185,27 @@ impl HubRepo {
             self.revision
         ));
         let mut files = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         while let Some(page) = url.take() {
+            if !seen.insert(page.clone()) || seen.len() > MAX_PAGES {
+                return Err(Error::Unsafe(format!(
+                    "the listing of {} does not end (a page repeats or there are over {MAX_PAGES} pages)",
+                    self.repo
+                )));
+            }
             let response = self.get(&page)?;
             url = response.header("Link").and_then(next_page);
-            let entries: Vec<TreeEntry> = response.into_json().map_err(|e| Error::Unreachable {
+            let reader = response.into_reader().take(MAX_PAGE_BYTES);
+            let entries: Vec<TreeEntry> = serde_json::from_reader(reader).map_err(|e| Error::Unreachable {
                 url: page.clone(),
                 reason: format!("no file list in the answer ({e})"),
             })?;
-            files.extend(entries.into_iter().filter(|e| e.kind == "file").map(|e| RepoFile {
-                path: e.path,
-                size: e.size,
-                sha256: e.lfs.map(|l| l.oid.to_lowercase()),
-            }));
+            for entry in entries.into_iter().filter(|e| e.kind == "file") {
+                let file =
+                    RepoFile { path: entry.path, size: entry.size, sha256: entry.lfs.map(|l| l.oid.to_lowercase()) };
+                file.check()?;
+                files.push(file);
+            }
         }
         Ok(files)
     }
@@ -182,7 +214,7 @@ impl HubRepo {
     /// corrupt is removed (so that it is fetched again), never returned.
     pub fn cached(&self, name: &str) -> Option<PathBuf> {
         let mut resolved = self.read_index().remove(name)?;
-        let path = self.cache_dir().join("snapshots").join(&resolved.commit).join(&resolved.file.path);
+        let path = self.snapshot_path(&resolved.commit, &resolved.file).ok()?;
         let blob = std::fs::canonicalize(&path).ok()?;
         let size = std::fs::metadata(&blob).ok()?.len();
         let intact = size == resolved.file.size
@@ -203,12 +235,14 @@ impl HubRepo {
     /// Downloads `file` into the cache (resuming a partial download), verifies its size and
     /// SHA-256, and remembers it as registry file `name`.
     pub fn download(&self, name: &str, file: &RepoFile, progress: &mut dyn DownloadProgress) -> Result<PathBuf> {
+        file.check()?;
         let prefix = if self.kind == RepoKind::Dataset { "datasets/" } else { "" };
         let url = format!("{}/{prefix}{}/resolve/{}/{}", self.endpoint, self.repo, self.revision, file.path);
         let blobs = self.cache_dir().join("blobs");
         std::fs::create_dir_all(&blobs).map_err(Error::io("create", &blobs))?;
         let blob_name = file.sha256.clone().unwrap_or_else(|| format!("{}-{}", file.size, file.path.replace('/', "_")));
         let blob = blobs.join(&blob_name);
+        untrusted::inside(&blobs, &blob)?;
         let partial = blobs.join(format!("{blob_name}.incomplete"));
         let already =
             blob.is_file() && file.sha256.as_ref().is_some_and(|want| sha256_of(&blob).is_ok_and(|got| &got == want));
@@ -230,16 +264,12 @@ impl HubRepo {
         blob: &Path,
         progress: &mut dyn DownloadProgress,
     ) -> Result<String> {
-        let transfer = transfer(url, partial, self.token.as_deref(), progress)?;
+        let transfer = transfer(url, partial, self.token.as_deref(), Some(file.size), progress)?;
+        if let Some(commit) = &transfer.commit {
+            untrusted::hex("the commit the server named", commit, 40)?;
+        }
         let commit = transfer.commit.unwrap_or_else(|| self.revision.clone());
         let got = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
-        if got > file.size {
-            let _ = std::fs::remove_file(partial);
-            return Err(Error::Download(format!(
-                "{} from {} came out longer than the {} bytes the Hub lists (deleted; download again)",
-                file.path, self.repo, file.size
-            )));
-        }
         if got != file.size {
             // A resumable partial stays under its own name; nothing looks complete.
             return Err(Error::Download(format!(
@@ -261,14 +291,27 @@ impl HubRepo {
         Ok(commit)
     }
 
+    /// `snapshots/COMMIT/PATH` in the cache, for a commit hash (or this repository's revision)
+    /// and a checked file path.
+    fn snapshot_path(&self, commit: &str, file: &RepoFile) -> Result<PathBuf> {
+        if commit != self.revision {
+            untrusted::hex("the commit", commit, 40)?;
+        }
+        file.check()?;
+        let snapshots = self.cache_dir().join("snapshots");
+        let path = snapshots.join(commit).join(&file.path);
+        untrusted::inside(&snapshots, &path)?;
+        Ok(path)
+    }
+
     /// Puts `blob` in the snapshot of `commit` under the file's path and remembers it.
     fn link(&self, name: &str, file: &RepoFile, blob_name: &str, commit: String) -> Result<PathBuf> {
         let blob = self.cache_dir().join("blobs").join(blob_name);
-        let link = self.cache_dir().join("snapshots").join(&commit).join(&file.path);
+        let link = self.snapshot_path(&commit, file)?;
         let parent = link.parent().ok_or_else(|| Error::Download(format!("{} has no folder", link.display())))?;
         std::fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
         let _ = std::fs::remove_file(&link);
-        let depth = file.path.matches('/').count() + 2;
+        let depth = file.path.matches('/').count() + commit.matches('/').count() + 2;
         let target = PathBuf::from("../".repeat(depth)).join("blobs").join(blob_name);
         std::os::unix::fs::symlink(&target, &link).map_err(Error::io("link", &link))?;
         let refs = self.cache_dir().join("refs");
@@ -282,6 +325,15 @@ impl HubRepo {
     /// The repository's name.
     pub fn name(&self) -> &str {
         &self.repo
+    }
+}
+
+impl RepoFile {
+    /// Refuses a path that could leave the cache folder and an object id that is not a SHA-256.
+    pub fn check(&self) -> Result<()> {
+        untrusted::repo_path("the repository file", &self.path)?;
+        self.sha256.as_deref().map(|sha| untrusted::hex("the object id", sha, 64)).transpose()?;
+        Ok(())
     }
 }
 
@@ -334,11 +386,14 @@ pub struct Transfer {
 }
 
 /// Streams `url` into `partial`, resuming from its current length, reporting to `progress`. A
-/// transfer that ends early is not an error here: the caller checks the size.
+/// transfer that ends early is not an error here: the caller checks the size. A file that
+/// would grow past `limit` bytes (or past the length the server announced) is deleted and the
+/// transfer fails.
 pub fn transfer(
     url: &str,
     partial: &Path,
     token: Option<&str>,
+    limit: Option<u64>,
     progress: &mut dyn DownloadProgress,
 ) -> Result<Transfer> {
     let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
@@ -366,14 +421,30 @@ pub fn transfer(
         .open(partial)
         .map_err(Error::io("write", partial))?;
     let start = if resumed { have } else { 0 };
+    let announced = length.map(|l| start.saturating_add(l));
+    let limit = match (limit, announced) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let name = url.rsplit('/').next().unwrap_or(url);
-    progress.start(name, start, length.map(|l| start + l));
+    progress.start(name, start, announced);
     let mut reader = response.into_reader();
     let mut buffer = vec![0u8; 1 << 20];
+    let mut size = start;
     // A broken connection ends the loop with what arrived; the caller's size check decides.
     while let Ok(n) = reader.read(&mut buffer) {
         if n == 0 {
             break;
+        }
+        size += n as u64;
+        if let Some(limit) = limit.filter(|&limit| size > limit) {
+            progress.finish();
+            drop(out);
+            let _ = std::fs::remove_file(partial);
+            return Err(Error::Download(format!(
+                "{} sent more than the {limit} bytes listed for it (deleted; download again)",
+                maskdit_io::printable(url)
+            )));
         }
         if let Err(e) = out.write_all(&buffer[..n]) {
             progress.finish();

@@ -6,7 +6,9 @@
 //! entry into verified local files: from the Hugging Face Hub first (the file found by listing
 //! the repository, checked against the size and SHA-256 it lists, cached in the standard
 //! `$HF_HOME/hub` layout shared with Python), then from the registry's mirror addresses.
-//! `HF_HOME`, `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` are honoured. [`labels`] gives a
+//! `HF_HOME`, `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` are honoured. Names from a listing,
+//! a header or a registry file never reach outside the cache, and the token goes only to the
+//! endpoint. [`labels`] gives a
 //! model's class names and resolves class arguments. Nothing here prints: downloads report to a
 //! [`DownloadProgress`].
 //!
@@ -30,6 +32,7 @@ pub mod fetch;
 pub mod hub;
 pub mod labels;
 mod progress;
+mod untrusted;
 
 pub use catalog::{
     unknown, url_cache_dir, DatasetEntry, EvaluatorEntry, ModelEntry, Registry, VaeEntry, EMBEDDED_MNIST, INCEPTION_FID,
