@@ -5,6 +5,10 @@ use nalgebra::{DMatrix, DVector};
 
 use crate::{Error, Result};
 
+/// How far (relative to its largest entry or eigenvalue) a covariance read from a file may be
+/// from symmetric and positive semi-definite: round-off, not damage.
+pub const COVARIANCE_TOLERANCE: f64 = 1e-6;
+
 /// The mean and covariance of a set of feature vectors (f64).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Statistics {
@@ -28,10 +32,35 @@ impl Statistics {
         Ok(Self { mu, sigma })
     }
 
-    /// Statistics given directly (e.g. from a reference statistics file).
+    /// Statistics given directly (e.g. from a reference statistics file): the values must be
+    /// finite and the covariance symmetric and positive semi-definite (both within a relative
+    /// [`COVARIANCE_TOLERANCE`]), or the distance could come out negative.
     pub fn new(mu: DVector<f64>, sigma: DMatrix<f64>) -> Result<Self> {
         if sigma.nrows() != mu.len() || sigma.ncols() != mu.len() {
             return Err(Error::Input(format!("mean of {} against covariance {:?}", mu.len(), sigma.shape())));
+        }
+        if mu.iter().chain(sigma.iter()).any(|v| !v.is_finite()) {
+            return Err(Error::Input("the statistics hold NaN or infinite values".into()));
+        }
+        let scale = sigma.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
+        let n = sigma.nrows();
+        let asymmetry = (0..n).flat_map(|i| (0..i).map(move |j| (i, j))).fold(0.0f64, |m, (i, j)| {
+            m.max((sigma[(i, j)] - sigma[(j, i)]).abs())
+        });
+        if asymmetry > COVARIANCE_TOLERANCE * scale {
+            return Err(Error::Input(format!(
+                "the covariance is not symmetric (entries differ from their transposes by up to {asymmetry:.3e}); \
+                 not a covariance"
+            )));
+        }
+        let values = eigenvalues(&symmetric(&sigma))?;
+        let largest = values.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
+        let smallest = values.iter().copied().fold(f64::INFINITY, f64::min);
+        if smallest < -COVARIANCE_TOLERANCE * largest {
+            return Err(Error::Input(format!(
+                "the covariance has a negative eigenvalue ({smallest:.3e}, the largest is {largest:.3e}); \
+                 not a covariance"
+            )));
         }
         Ok(Self { mu, sigma })
     }
@@ -51,7 +80,12 @@ impl Statistics {
         let product = symmetric_part(product.nrows(), |i, j| product[(i, j)]);
         let trace_root: f64 = eigenvalues(&product)?.iter().map(|&e| e.max(0.0).sqrt()).sum();
         let diff = &self.mu - &other.mu;
-        Ok(diff.dot(&diff) + self.sigma.trace() + other.sigma.trace() - 2.0 * trace_root)
+        let spread = diff.dot(&diff) + self.sigma.trace() + other.sigma.trace();
+        let distance = spread - 2.0 * trace_root;
+        if distance < -COVARIANCE_TOLERANCE * spread.abs() {
+            return Err(Error::Input(format!("the distance came out negative ({distance:.6e}): the statistics are damaged")));
+        }
+        Ok(distance)
     }
 }
 

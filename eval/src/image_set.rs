@@ -31,7 +31,10 @@ fn data_error(path: &Path, reason: impl Into<String>) -> Error {
 
 /// Reads one image file as `(1, 3, H, W)` u8 RGB (see [`image_tensor`]).
 pub fn read_image(path: &Path) -> Result<Tensor> {
-    let image = image::open(path).map_err(|e| data_error(path, format!("is not a readable image ({e})")))?;
+    let image = maskdit_io::open_image(path).map_err(|e| match e {
+        maskdit_io::Error::Format { reason, .. } => data_error(path, reason),
+        e => data_error(path, e.to_string()),
+    })?;
     image_tensor(&image)
 }
 

@@ -77,6 +77,33 @@ fn read_npy_header(reader: &mut impl Read) -> std::result::Result<NpyHeader, Str
     Ok(NpyHeader { descr: descr.to_string(), fortran_order, shape })
 }
 
+/// Checks that array `name` of `path` holds the bytes its header's shape and type promise,
+/// before anything is allocated for it (a damaged or hostile header must not ask for more).
+fn check_array_size(path: &Path, name: &str) -> Result<()> {
+    let mut archive = open_archive(path)?;
+    let mut entry =
+        archive.by_name(&format!("{name}.npy")).map_err(|_| npz_error(path, format!("has no `{name}` array")))?;
+    let header = read_npy_header(&mut entry).map_err(|reason| npz_error(path, format!("`{name}` {reason}")))?;
+    let item_bytes = header.descr.trim_start_matches(['<', '>', '|', '=']).get(1..).and_then(|n| n.parse::<u64>().ok());
+    let promised = header
+        .shape
+        .iter()
+        .try_fold(item_bytes.unwrap_or(1), |acc, &d| acc.checked_mul(d as u64))
+        .filter(|&bytes| bytes <= entry.size());
+    match promised {
+        Some(_) => Ok(()),
+        None => Err(npz_error(
+            path,
+            format!(
+                "`{name}`'s header promises shape {:?} of {} but the file holds {} bytes for it (damaged file?)",
+                header.shape,
+                header.descr,
+                entry.size()
+            ),
+        )),
+    }
+}
+
 /// Images stored in an `.npz` file as `arr_0`, N×H×W×3 uint8 (ADM's sample and reference
 /// batches), read a batch at a time.
 #[derive(Debug, Clone)]
@@ -242,6 +269,7 @@ impl EvaluationFile {
             }
         };
         let pool_features = if has(POOL_FEATURES) {
+            check_array_size(path, POOL_FEATURES)?;
             let array = Tensor::read_npz_by_name(path, &[POOL_FEATURES])
                 .map_err(|e| npz_error(path, format!("has an unreadable `{POOL_FEATURES}` array ({e})")))?;
             let (_, dims) = array[0].dims2().map_err(|_| npz_error(path, format!("`{POOL_FEATURES}` is not 2-d")))?;
@@ -287,6 +315,8 @@ impl EvaluationFile {
 
 /// Reads the statistics pair `mu`, `sigma` of `path`.
 fn read_statistics_pair(path: &Path, mu: &str, sigma: &str) -> Result<Statistics> {
+    check_array_size(path, mu)?;
+    check_array_size(path, sigma)?;
     let arrays = Tensor::read_npz_by_name(path, &[mu, sigma])
         .map_err(|e| npz_error(path, format!("has unreadable `{mu}`/`{sigma}` arrays ({e})")))?;
     let (mean, covariance) = (&arrays[0], &arrays[1]);
@@ -303,7 +333,7 @@ fn read_statistics_pair(path: &Path, mu: &str, sigma: &str) -> Result<Statistics
     if mean.iter().chain(covariance.iter()).any(|v| !v.is_finite()) {
         return Err(npz_error(path, format!("holds NaN or infinite values in `{mu}`/`{sigma}`")));
     }
-    Statistics::new(mean, covariance)
+    Statistics::new(mean, covariance).map_err(|e| npz_error(path, format!("`{mu}`/`{sigma}`: {e}")))
 }
 
 #[cfg(test)]
@@ -356,6 +386,50 @@ mod tests {
         zip.finish().unwrap();
         let error = NpzImages::open(&path).unwrap_err().to_string();
         assert!(error.contains("damaged"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An .npz whose arrays have the given headers and data bytes.
+    fn npz_with(path: &Path, arrays: &[(&str, String, Vec<u8>)]) {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(File::create(path).unwrap());
+        for (name, header, data) in arrays {
+            zip.start_file(format!("{name}.npy"), zip::write::SimpleFileOptions::default()).unwrap();
+            zip.write_all(b"\x93NUMPY\x01\x00").unwrap();
+            zip.write_all(&(header.len() as u16).to_le_bytes()).unwrap();
+            zip.write_all(header.as_bytes()).unwrap();
+            zip.write_all(data).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+
+    #[test]
+    fn damaged_statistics_files_are_refused_without_allocating_or_a_negative_distance() {
+        let dir = std::env::temp_dir().join(format!("maskdit-npz-stats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let header = |shape: &str| format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}\n");
+        let f64s = |values: &[f64]| values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+        let write = |name: &str, sigma_shape: &str, sigma: &[f64]| {
+            let path = dir.join(name);
+            npz_with(
+                &path,
+                &[("mu", header("(2,)"), f64s(&[0.0, 1.0])), ("sigma", header(sigma_shape), f64s(sigma))],
+            );
+            path
+        };
+        // A header asking for 2^62 values: an error, not "capacity overflow".
+        let huge = write("huge.npz", "(2147483648, 2147483648)", &[1.0, 0.0, 0.0, 1.0]);
+        let err = EvaluationFile::read(&huge).unwrap_err().to_string();
+        assert!(err.contains("promises shape"), "{err}");
+        let asymmetric = write("asym.npz", "(2, 2)", &[1.0, 0.5, -0.5, 1.0]);
+        let err = EvaluationFile::read(&asymmetric).unwrap_err().to_string();
+        assert!(err.contains("not symmetric"), "{err}");
+        let indefinite = write("indef.npz", "(2, 2)", &[1.0, 0.0, 0.0, -4.0]);
+        let err = EvaluationFile::read(&indefinite).unwrap_err().to_string();
+        assert!(err.contains("negative eigenvalue"), "{err}");
+        let good = write("good.npz", "(2, 2)", &[2.0, 0.5, 0.5, 1.0]);
+        let stats = EvaluationFile::read(&good).unwrap().statistics.unwrap();
+        assert!(stats.frechet_distance(&stats).unwrap().abs() < 1e-12);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

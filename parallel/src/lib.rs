@@ -4,7 +4,8 @@
 //! and [`broadcast_all`]) over TCP or, with the `nccl` feature, NCCL.
 //!
 //! Two ranks summing a tensor (each in its own process, started with `WORLD_SIZE=2`,
-//! `RANK=0|1`, `MASTER_ADDR=127.0.0.1`, `MASTER_PORT=29500`):
+//! `RANK=0|1`, `MASTER_ADDR=127.0.0.1`, `MASTER_PORT=29500` and the same
+//! `MASKDIT_RDZV_SECRET`, which every rank proves it knows when it joins):
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -31,4 +32,4 @@ pub use error::{Error, Result};
 #[cfg(feature = "nccl")]
 pub use nccl::{NcclGroup, OnFailure};
 pub use tcp::TcpGroup;
-pub use world::{World, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE};
+pub use world::{World, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, RANK, RDZV_SECRET, WORLD_SIZE};

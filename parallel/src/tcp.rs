@@ -2,6 +2,12 @@
 //! other rank connects to it. Sums gather at rank 0, add up in rank order (so every run adds
 //! in the same order) and go back out; slow next to NCCL, but needs nothing besides sockets,
 //! works between CPU processes and machines, and carries NCCL's unique id at start-up.
+//!
+//! Joining: rank 0 greets each connection with a fresh random challenge; the rank answers with
+//! its world size, its rank and an HMAC-SHA256 of all three under the run's secret
+//! ([`World::secret`]; empty without one). Connections that answer wrongly, late, for a
+//! rank already taken or without the secret are refused and dropped; rank 0 keeps listening
+//! until every rank has joined or the rendezvous time is over.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -11,9 +17,27 @@ use candle_core::{Device, Tensor};
 
 use crate::{Collective, Error, Result, World};
 
-const MAGIC: &[u8; 8] = b"MASKDIT1";
+const MAGIC: &[u8; 8] = b"MASKDIT2";
 const ACCEPTED: u32 = 0;
 const REFUSED: u32 = 1;
+/// Bytes of rank 0's challenge.
+const CHALLENGE: usize = 32;
+/// Bytes of a rank's proof (HMAC-SHA256).
+const PROOF: usize = 32;
+/// How long a new connection has to answer the challenge.
+const GREETING_TIME: Duration = Duration::from_secs(5);
+
+type Hmac = hmac::Hmac<sha2::Sha256>;
+
+/// The MAC of a greeting: challenge, world size and rank under `secret`.
+fn greeting_mac(secret: Option<&str>, challenge: &[u8], size: u32, rank: u32) -> Hmac {
+    use hmac::Mac;
+    let mut mac = Hmac::new_from_slice(secret.unwrap_or("").as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(challenge);
+    mac.update(&size.to_le_bytes());
+    mac.update(&rank.to_le_bytes());
+    mac
+}
 
 /// Ranks joined over TCP (a star around rank 0).
 #[derive(Debug)]
@@ -207,6 +231,8 @@ fn accept_ranks(
         .map_err(|e| format!("rank 0 cannot listen on {bind}: {e} (is MASTER_PORT taken by another run?)"))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let mut peers: Vec<Option<TcpStream>> = (1..world.size).map(|_| None).collect();
+    // What was refused, for the error should the real ranks never come.
+    let mut refused: Vec<String> = Vec::new();
     while peers.iter().any(Option::is_none) {
         let (mut stream, from) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -218,7 +244,11 @@ fn accept_ranks(
                         .filter(|(_, p)| p.is_none())
                         .map(|(i, _)| (i + 1).to_string())
                         .collect();
-                    return Err(format!("rank(s) {} never arrived", missing.join(", ")));
+                    let refusals = match refused.len() {
+                        0 => String::new(),
+                        n => format!(" ({n} connection(s) refused; the last: {})", refused[n - 1]),
+                    };
+                    return Err(format!("rank(s) {} never arrived{refusals}", missing.join(", ")));
                 }
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
@@ -226,22 +256,42 @@ fn accept_ranks(
             Err(e) => return Err(format!("accepting a rank failed: {e}")),
         };
         // A stray connection must not stall the start-up: a short limit for the greeting.
-        let setup = |s: &TcpStream| -> std::io::Result<()> {
+        let setup = |s: &mut TcpStream, challenge: &[u8]| -> std::io::Result<()> {
             s.set_nonblocking(false)?;
             s.set_nodelay(true)?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            s.set_write_timeout(Some(timeout))
+            s.set_read_timeout(Some(GREETING_TIME))?;
+            s.set_write_timeout(Some(GREETING_TIME))?;
+            s.write_all(MAGIC)?;
+            s.write_all(challenge)?;
+            s.flush()
         };
-        if setup(&stream).is_err() {
+        let challenge: [u8; CHALLENGE] = rand::random();
+        if setup(&mut stream, &challenge).is_err() {
             continue;
         }
         let mut magic = [0u8; 8];
-        let greeting = stream.read_exact(&mut magic).and_then(|_| Ok((read_u32(&mut stream)?, read_u32(&mut stream)?)));
-        let Ok((size, rank)) = greeting.as_ref().map(|g| (g.0 as usize, g.1 as usize)) else { continue };
+        let mut proof = [0u8; PROOF];
+        let greeting = stream.read_exact(&mut magic).and_then(|_| {
+            let (size, rank) = (read_u32(&mut stream)?, read_u32(&mut stream)?);
+            stream.read_exact(&mut proof)?;
+            Ok((size, rank))
+        });
+        let Ok((size, rank)) = greeting else {
+            refused.push(format!("a connection from {from} sent no greeting"));
+            continue;
+        };
         if &magic != MAGIC {
+            refused.push(format!("a connection from {from} is not a maskdit rank"));
             continue;
         }
-        let refusal = if size != world.size {
+        let authentic = hmac::Mac::verify_slice(greeting_mac(world.secret.as_deref(), &challenge, size, rank), &proof);
+        let (size, rank) = (size as usize, rank as usize);
+        let refusal = if authentic.is_err() {
+            Some(format!(
+                "a process from {from} claiming rank {rank} does not know the run's secret ({})",
+                crate::RDZV_SECRET
+            ))
+        } else if size != world.size {
             Some(format!("rank {rank} from {from} has WORLD_SIZE {size}, rank 0 has {}", world.size))
         } else if rank == 0 || rank >= world.size {
             Some(format!("a process from {from} claims rank {rank} of {}", world.size))
@@ -252,7 +302,8 @@ fn accept_ranks(
         };
         if let Some(reason) = refusal {
             let _ = reply(&mut stream, REFUSED, reason.as_bytes());
-            return Err(reason);
+            refused.push(reason);
+            continue;
         }
         stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
         peers[rank - 1] = Some(stream);
@@ -291,14 +342,24 @@ fn connect_to_main(
     // Rank 0 answers once every rank has arrived: wait for it as long as the rendezvous lasts.
     let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     stream.set_read_timeout(Some(wait)).map_err(io)?;
-    stream.write_all(MAGIC).map_err(io)?;
-    stream.write_all(&(world.size as u32).to_le_bytes()).map_err(io)?;
-    stream.write_all(&(world.rank as u32).to_le_bytes()).map_err(io)?;
-    stream.flush().map_err(io)?;
+    let not_rank_0 = || "the process at MASTER_ADDR:MASTER_PORT is not a maskdit rank 0 of this version".to_string();
     let mut magic = [0u8; 8];
+    let mut challenge = [0u8; CHALLENGE];
     stream.read_exact(&mut magic).map_err(io)?;
     if &magic != MAGIC {
-        return Err("the process at MASTER_ADDR:MASTER_PORT is not a maskdit rank 0".into());
+        return Err(not_rank_0());
+    }
+    stream.read_exact(&mut challenge).map_err(io)?;
+    let (size, rank) = (world.size as u32, world.rank as u32);
+    let proof = hmac::Mac::finalize(greeting_mac(world.secret.as_deref(), &challenge, size, rank)).into_bytes();
+    stream.write_all(MAGIC).map_err(io)?;
+    stream.write_all(&size.to_le_bytes()).map_err(io)?;
+    stream.write_all(&rank.to_le_bytes()).map_err(io)?;
+    stream.write_all(&proof).map_err(io)?;
+    stream.flush().map_err(io)?;
+    stream.read_exact(&mut magic).map_err(io)?;
+    if &magic != MAGIC {
+        return Err(not_rank_0());
     }
     let status = read_u32(&mut stream).map_err(io)?;
     let payload = read_frame(&mut stream, 1 << 20).map_err(io)?;
@@ -318,7 +379,7 @@ mod tests {
     }
 
     fn world(size: usize, rank: usize, port: u16) -> World {
-        World { size, rank, local_rank: rank, master_addr: "127.0.0.1".into(), master_port: port }
+        World { size, rank, local_rank: rank, master_addr: "127.0.0.1".into(), master_port: port, secret: None }
     }
 
     /// Runs `body` as each of `size` ranks on threads, joined at a fresh port.
@@ -392,13 +453,43 @@ mod tests {
     fn a_rank_of_another_world_size_is_refused() {
         let port = free_port();
         let main = std::thread::spawn(move || {
-            TcpGroup::join(&world(2, 0, port), b"", Duration::from_secs(20), Duration::from_secs(20)).unwrap_err()
+            TcpGroup::join(&world(2, 0, port), b"", Duration::from_secs(2), Duration::from_secs(20)).unwrap_err()
         });
         let other =
             TcpGroup::join(&world(3, 1, port), b"", Duration::from_secs(20), Duration::from_secs(20)).unwrap_err();
         let main = main.join().unwrap();
-        assert!(main.to_string().contains("WORLD_SIZE 3"), "{main}");
+        assert!(main.to_string().contains("never arrived") && main.to_string().contains("WORLD_SIZE 3"), "{main}");
         assert!(other.to_string().contains("refused"), "{other}");
+    }
+
+    #[test]
+    fn impostors_and_garbage_are_dropped_and_the_real_ranks_still_join() {
+        let port = free_port();
+        let secret = move |size, rank| World { secret: Some("run-secret".into()), ..world(size, rank, port) };
+        let main = std::thread::spawn(move || {
+            TcpGroup::join(&secret(2, 0), b"payload", Duration::from_secs(20), Duration::from_secs(20))
+        });
+        // Garbage, then a silent connection, then a well-formed greeting without the secret.
+        let mut garbage = loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(stream) => break stream,
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        drop(garbage);
+        let impostor =
+            TcpGroup::join(&world(2, 1, port), b"", Duration::from_secs(20), Duration::from_secs(20)).unwrap_err();
+        assert!(impostor.to_string().contains("does not know the run's secret"), "{impostor}");
+        // The real rank 1 joins after all of them.
+        let (mut rank1, payload) =
+            TcpGroup::join(&secret(2, 1), b"", Duration::from_secs(20), Duration::from_secs(20)).unwrap();
+        assert_eq!(payload, b"payload");
+        let (mut rank0, _) = main.join().unwrap().unwrap();
+        let one = Tensor::new(&[1f32], &Device::Cpu).unwrap();
+        let summer = std::thread::spawn(move || rank1.sum(&one).unwrap().to_vec1::<f32>().unwrap());
+        let total: Vec<f32> = rank0.sum(&Tensor::new(&[2f32], &Device::Cpu).unwrap()).unwrap().to_vec1().unwrap();
+        assert_eq!((total, summer.join().unwrap()), (vec![3.0], vec![3.0]));
     }
 
     #[test]

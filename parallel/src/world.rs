@@ -12,9 +12,11 @@ pub const LOCAL_RANK: &str = "LOCAL_RANK";
 pub const MASTER_ADDR: &str = "MASTER_ADDR";
 /// Port of rank 0's rendezvous.
 pub const MASTER_PORT: &str = "MASTER_PORT";
+/// The run's shared secret: ranks prove they know it when they join (`--nproc` makes one).
+pub const RDZV_SECRET: &str = "MASKDIT_RDZV_SECRET";
 
 /// One rank's place in the run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct World {
     /// Number of ranks.
     pub size: usize,
@@ -26,6 +28,21 @@ pub struct World {
     pub master_addr: String,
     /// Rank 0's rendezvous port.
     pub master_port: u16,
+    /// The run's shared secret; without one any local process can join as a rank.
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("size", &self.size)
+            .field("rank", &self.rank)
+            .field("local_rank", &self.local_rank)
+            .field("master_addr", &self.master_addr)
+            .field("master_port", &self.master_port)
+            .field("secret", &self.secret.as_ref().map(|_| "(set)"))
+            .finish()
+    }
 }
 
 impl World {
@@ -55,7 +72,8 @@ impl World {
             None if size == 1 => 0,
             None => return Err(Error::Launch(format!("{WORLD_SIZE}={size} needs {MASTER_PORT}"))),
         };
-        Ok(Some(Self { size, rank, local_rank, master_addr, master_port }))
+        let secret = var(RDZV_SECRET).filter(|s| !s.is_empty());
+        Ok(Some(Self { size, rank, local_rank, master_addr, master_port, secret }))
     }
 
     /// Reads the process environment ([`World::from_vars`]).
@@ -94,7 +112,9 @@ mod tests {
         ]))
         .unwrap()
         .unwrap();
-        assert_eq!(world, World { size: 8, rank: 5, local_rank: 1, master_addr: "node0".into(), master_port: 29500 });
+        let expected =
+            World { size: 8, rank: 5, local_rank: 1, master_addr: "node0".into(), master_port: 29500, secret: None };
+        assert_eq!(world, expected);
         assert!(!world.is_main());
         assert_eq!(World::from_vars(vars(&[])).unwrap(), None);
     }

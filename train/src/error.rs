@@ -64,11 +64,18 @@ pub enum Error {
     /// An input does not fit (labels out of range, an empty dataset, missing weights).
     #[error("invalid input: {0}")]
     Input(String),
+
+    /// Another process holds the run folder.
+    #[error(transparent)]
+    Locked(maskdit_io::Error),
 }
 
 impl From<maskdit_io::Error> for Error {
     fn from(err: maskdit_io::Error) -> Self {
-        Self::Model(err.into())
+        match err {
+            locked @ maskdit_io::Error::Locked { .. } => Self::Locked(locked),
+            err => Self::Model(err.into()),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! A training run's folder: `checkpoints/NNNNNNN.safetensors` (one per saved step) and
 //! `log.jsonl` (one JSON line per step or measurement); resuming from its latest checkpoint
-//! with the run's own settings.
+//! with the run's own settings. One process owns the folder at a time ([`RunFolder::own`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,13 @@ impl RunFolder {
     pub fn create(&self) -> Result<()> {
         let dir = self.checkpoint_dir();
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })
+    }
+
+    /// Creates the folder and takes it for this process: a second run (or a `--resume`) into
+    /// the same folder is refused with this process's pid while the returned lock lives.
+    pub fn own(&self) -> Result<maskdit_io::FolderLock> {
+        self.create()?;
+        Ok(maskdit_io::FolderLock::acquire(&self.root, maskdit_io::Access::Exclusive)?)
     }
 
     /// The folder itself.

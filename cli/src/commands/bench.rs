@@ -24,10 +24,10 @@ pub struct BenchArgs {
     #[arg(long, default_value = "DiT-B/2", value_parser = clap::builder::PossibleValuesParser::new(ModelConfig::PRESETS))]
     model: String,
     /// Images per call.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::runtime::bounds::batch)]
     batch: usize,
     /// Latent side (32 for 256 px).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::runtime::bounds::latent_size)]
     latent_size: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -36,7 +36,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = DTypeChoice::F32)]
     dtype: DTypeChoice,
     /// Timed repeats after one warm-up (the median is reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::runtime::bounds::iters)]
     iters: usize,
     /// Let f32 matrix products on CUDA use TF32 tensor cores (candle's reduced-precision f32
     /// GEMM, as PyTorch's `allow_tf32`).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use clap::Args;
-use maskdit_train::data::write_shard;
+use maskdit_train::data::{write_shard, ShardManifest, MANIFEST_FILE};
 use maskdit_vae::image::{center_crop_adm, from_image};
 
 use maskdit_registry::Registry;
@@ -39,12 +39,59 @@ pub struct EncodeArgs {
     /// Examples per shard.
     #[arg(long, default_value_t = 4096)]
     shard_size: usize,
+    /// Replace the encoded set already in --out (its shards, classes.json and manifest);
+    /// without it a non-empty --out is refused.
+    #[arg(long)]
+    overwrite: bool,
     /// Images encoded at once.
     #[arg(long, default_value_t = 8)]
     batch: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
+}
+
+/// The largest `--resolution` accepted (a 4096² RGB crop is 48 MiB per image before encoding).
+const MAX_RESOLUTION: u32 = 4096;
+/// The class names file of a labeled set.
+const CLASSES_FILE: &str = "classes.json";
+
+/// Whether `name` is a file of an encoded set (shards, class names, manifest).
+fn is_set_file(name: &str) -> bool {
+    (name.starts_with("shard-") && name.ends_with(".safetensors")) || name == CLASSES_FILE || name == MANIFEST_FILE
+}
+
+/// Refuses an --out that holds anything but the lock (or, with `overwrite`, anything but an
+/// encoded set, whose files are then removed, manifest first).
+fn clear_output(out: &Path, overwrite: bool) -> Result<()> {
+    let mut held: Vec<String> = std::fs::read_dir(out)
+        .with_context(|| format!("cannot read {}", out.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name != maskdit_io::LOCK_FILE)
+        .collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    if !overwrite {
+        bail!(
+            "{} is not empty ({} entries); encode into an empty folder, or pass --overwrite to replace the set in it",
+            out.display(),
+            held.len()
+        );
+    }
+    if let Some(other) = held.iter().find(|name| !is_set_file(name)) {
+        bail!(
+            "{} holds {}, which is not part of an encoded set; --overwrite only replaces a set: choose another --out",
+            out.display(),
+            maskdit_io::printable(other)
+        );
+    }
+    held.sort_by_key(|name| name != MANIFEST_FILE);
+    for name in held {
+        let path = out.join(&name);
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove the old {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn is_image(path: &Path) -> bool {
@@ -98,6 +145,17 @@ fn scan(root: &Path) -> Result<Scan> {
     if items.is_empty() {
         bail!("no PNG or JPEG images in {} or its class subfolders", root.display());
     }
+    let names: Vec<String> = classes.iter().map(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).collect();
+    for (i, name) in names.iter().enumerate() {
+        if let Some(other) = names[..i].iter().find(|other| other.to_lowercase() == name.to_lowercase()) {
+            bail!(
+                "the class folders `{}` and `{}` differ only by case, so their classes could not be told apart by \
+                 name; merge or rename them",
+                maskdit_io::printable(other),
+                maskdit_io::printable(name)
+            );
+        }
+    }
     let labeled = items.first().is_some_and(|(_, label)| label.is_some());
     let names = if labeled {
         classes.iter().map(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).collect()
@@ -116,6 +174,10 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     if args.grey && !pixels {
         bail!("--grey applies to pixel shards (--vae none); a VAE takes RGB images");
     }
+    if args.resolution == 0 || args.resolution > MAX_RESOLUTION {
+        bail!("--resolution must be between 1 and {MAX_RESOLUTION}");
+    }
+    crate::runtime::outputs::refuse_overwriting_inputs("--out", &args.out, [args.images.as_path()])?;
     let device = args.device.open()?;
     let Scan { classes: class_names, items } = scan(&args.images)?;
     let vae = if pixels {
@@ -126,28 +188,23 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         Some(maskdit_pipeline::load_vae(&registry, &args.vae, dtype, &device, &mut DownloadBar::default())?)
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let classes_path = args.out.join("classes.json");
-    if class_names.is_empty() {
-        if classes_path.exists() {
-            bail!(
-                "{} holds the classes.json of labeled data, which would name classes these images do not have; \
-                 encode them into another --out",
-                args.out.display()
-            );
-        }
-    } else {
+    let _owner = maskdit_io::FolderLock::acquire(&args.out, maskdit_io::Access::Exclusive)?;
+    clear_output(&args.out, args.overwrite)?;
+    let classes_path = args.out.join(CLASSES_FILE);
+    if !class_names.is_empty() {
         let classes_json = serde_json::to_string_pretty(&class_names)?;
         maskdit_io::write_atomic(&classes_path, |file| std::io::Write::write_all(file, classes_json.as_bytes()))
             .context("cannot write classes.json")?;
     }
     let bar = progress::bar(items.len() as u64, "encoding");
     let side = args.resolution as usize;
+    let mut manifest = Vec::new();
     for (shard_index, shard) in items.chunks(args.shard_size).enumerate() {
         let mut parts = Vec::with_capacity(shard.len().div_ceil(args.batch));
         for batch in shard.chunks(args.batch) {
             let mut images = Vec::with_capacity(batch.len());
             for (path, _) in batch {
-                let img = image::open(path).with_context(|| format!("cannot read the image {}", path.display()))?;
+                let img = maskdit_io::open_image(path).with_context(|| format!("cannot read the image {}", path.display()))?;
                 let cropped = image::DynamicImage::ImageRgb8(center_crop_adm(&img, args.resolution)?);
                 images.push(match &vae {
                     Some(_) => from_image(&cropped, &device)?,
@@ -170,7 +227,10 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         let name = if vae.is_some() { "moments" } else { "images" };
         let path = args.out.join(format!("shard-{shard_index:05}.safetensors"));
         write_shard(&path, name, &data, labels.as_deref())?;
+        manifest.push(ShardManifest::entry(&path, shard.len())?);
     }
+    // Last: a set without its manifest is partial, and training refuses it.
+    ShardManifest::write(&args.out, manifest)?;
     bar.finish_and_clear();
     match class_names.len() {
         0 => eprintln!("encoded {} images without labels into {}", items.len(), args.out.display()),

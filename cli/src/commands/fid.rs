@@ -304,6 +304,7 @@ pub fn run(args: FidArgs) -> Result<()> {
 
 /// Runs `maskdit fid-stats`.
 pub fn run_stats(args: FidStatsArgs) -> Result<()> {
+    crate::runtime::outputs::refuse_overwriting_inputs("--out", &args.out, args.sources.iter().map(PathBuf::as_path))?;
     if args.network.batch == 0 {
         bail!("--batch must be positive");
     }

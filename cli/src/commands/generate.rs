@@ -8,6 +8,7 @@ use candle_core::{DType, Device};
 use clap::Args;
 use image::DynamicImage;
 use maskdit::{ModelConfig, WeightSet};
+use maskdit_io::{Access, FolderLock};
 use maskdit_pipeline::{Decoder, LoadedModel, Pipeline};
 use maskdit_registry::labels::resolve_class;
 use maskdit_registry::Registry;
@@ -32,7 +33,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value = "0-7")]
     seeds: Seeds,
     /// Guidance scale (1 = off; default: the model's).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::runtime::bounds::finite)]
     cfg: Option<f64>,
     /// Noise levels guidance applies to: `LOW:HIGH` (low < σ ≤ high) or `all` (default: the
     /// model's; the official samplers guide at all).
@@ -43,7 +44,7 @@ pub struct GenerateArgs {
     #[arg(long, value_enum, default_value_t = SamplerKind::Edm)]
     sampler: SamplerKind,
     /// Sampling steps (default: the model's).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::runtime::bounds::sampler_steps)]
     steps: Option<usize>,
     /// Generalized sampler: the ODE solver.
     #[arg(long, value_enum, default_value_t = Solver::Heun)]
@@ -58,19 +59,19 @@ pub struct GenerateArgs {
     #[arg(long, value_enum, default_value_t = Scaling::None)]
     scaling: Scaling,
     /// Stochastic churn (EDM S_churn; 0 = deterministic).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::runtime::bounds::finite)]
     s_churn: f64,
     /// Churn only for sigma >= S_min.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::runtime::bounds::not_nan)]
     s_min: f64,
     /// Churn only for sigma <= S_max.
-    #[arg(long, default_value_t = f64::INFINITY)]
+    #[arg(long, default_value_t = f64::INFINITY, value_parser = crate::runtime::bounds::not_nan)]
     s_max: f64,
     /// Churn noise inflation.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::runtime::bounds::finite)]
     s_noise: f64,
     /// Images sampled at once.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = crate::runtime::bounds::batch)]
     batch: usize,
     /// cpu, cuda (with --nproc: rank r on GPU r), cuda:N, or one GPU per rank: cuda:0,2.
     #[arg(long, default_value = "cpu")]
@@ -85,7 +86,7 @@ pub struct GenerateArgs {
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(ModelConfig::PRESETS))]
     arch: Option<String>,
     /// With --arch: latent size (32 for 256 px, 64 for 512 px).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::runtime::bounds::latent_size)]
     latent_size: usize,
     /// With --arch: the checkpoint has no decoder.
     #[arg(long)]
@@ -237,18 +238,23 @@ fn check_request(args: &GenerateArgs, registry: &Registry) -> Result<()> {
         let classes = entry.num_classes.unwrap_or(1000);
         args.classes.iter().try_for_each(|c| resolve_class(c, classes, &[]).map(drop))?;
     }
-    let Some(grid) = &args.grid else { return Ok(()) };
-    if args.seeds.len() > GRID_MAX_IMAGES {
+    if args.grid.is_some() && args.seeds.len() > GRID_MAX_IMAGES {
         bail!("--grid tiles at most {GRID_MAX_IMAGES} images; ask for fewer --seeds or drop --grid");
     }
-    let own = grid.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok());
-    let same_folder = grid
-        .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
-        .zip(std::fs::canonicalize(&args.out).ok())
-        .is_some_and(|(p, out)| std::fs::canonicalize(p).is_ok_and(|p| p == out));
-    if let Some(seed) = own.filter(|&seed| same_folder && args.seeds.contains(seed)) {
-        bail!("--grid {} would overwrite the image of seed {seed}; write the grid elsewhere", grid.display());
+    let outputs = [("--grid", &args.grid), ("--npz", &args.npz)];
+    for (flag, path) in outputs.iter().filter_map(|(flag, path)| path.as_ref().map(|p| (flag, p))) {
+        let own = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok());
+        let same_folder = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .zip(std::fs::canonicalize(&args.out).ok())
+            .is_some_and(|(p, out)| std::fs::canonicalize(p).is_ok_and(|p| p == out));
+        if let Some(seed) = own.filter(|&seed| same_folder && args.seeds.contains(seed)) {
+            bail!("{flag} {} would overwrite the image of seed {seed}; write it elsewhere", path.display());
+        }
+    }
+    if let (Some(grid), Some(npz)) = (&args.grid, &args.npz) {
+        crate::runtime::outputs::refuse_overwriting_inputs("--npz", npz, [grid.as_path()])?;
     }
     Ok(())
 }
@@ -269,6 +275,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     // Meeting at the start notices a missing rank before any work; the group is the barrier
     // after which rank 0 packs everything.
+    launch::warn_without_secret(&world);
     let (group, _) = maskdit_parallel::TcpGroup::join(&world, b"", args.launch.timeout(), args.launch.timeout())?;
     generate(&args, &registry, Shard::new(world.rank, world.size), Some((&world, group)))
         .with_context(|| format!("rank {} of {}", world.rank, world.size))
@@ -283,6 +290,10 @@ fn generate(
     ranks: Option<(&maskdit_parallel::World, maskdit_parallel::TcpGroup)>,
 ) -> Result<()> {
     let main = ranks.as_ref().is_none_or(|(world, _)| world.is_main());
+    // A run that packs the images read back (--grid, --npz) must be the folder's only writer;
+    // shards that only write their own seeds may share it. Other ranks belong to rank 0's run.
+    let access = if args.grid.is_some() || args.npz.is_some() { Access::Exclusive } else { Access::Shared };
+    let _owner = main.then(|| FolderLock::acquire(&args.out, access)).transpose()?;
     let device = args.device.for_local_rank(ranks.as_ref().map_or(0, |(world, _)| world.local_rank))?.open()?;
     let dtype = args.dtype.dtype();
     let (loaded, decoder) = load(args, registry, &device, dtype)?;
@@ -354,7 +365,7 @@ fn generate(
         (0u64..).zip(args.seeds.iter()).filter(|&(p, _)| args.shard.takes(p)).map(|(_, seed)| seed).collect();
     let read_back = |seed: u64| -> Result<DynamicImage> {
         let path = png(seed);
-        image::open(&path).with_context(|| format!("cannot read back {}", path.display()))
+        maskdit_io::open_image(&path).with_context(|| format!("cannot read back {}", path.display()))
     };
     if let Some(path) = &args.grid {
         let images = seeds.iter().map(|&seed| read_back(seed)).collect::<Result<Vec<_>>>()?;
@@ -367,7 +378,7 @@ fn generate(
         maskdit_eval::npz::write_images(npz, seeds.len(), (side as usize, side as usize), &mut |i| {
             bar.set_position(i as u64 + 1);
             let path = png(seeds[i]);
-            let image = image::open(&path).map_err(|e| maskdit_eval::Error::Data {
+            let image = maskdit_io::open_image(&path).map_err(|e| maskdit_eval::Error::Data {
                 path: path.clone(),
                 reason: format!("cannot be read back for the .npz ({e})"),
             })?;

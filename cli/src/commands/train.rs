@@ -74,7 +74,7 @@ pub struct TrainArgs {
     #[arg(long)]
     grad_accum: Option<usize>,
     /// Learning rate (default: the preset's).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::runtime::bounds::finite)]
     lr: Option<f64>,
     /// Seed of all training randomness.
     #[arg(long)]
@@ -152,16 +152,16 @@ fn open_data(paths: &[PathBuf], channels: usize, size: usize, xflip: bool) -> Re
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot read {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-                .collect();
-            found.sort();
-            if found.is_empty() {
-                bail!("{} holds no .safetensors shards and no LMDB (data.mdb)", path.display());
+            let set = maskdit_train::data::shards_in(path)?;
+            if !set.has_manifest {
+                eprintln!(
+                    "warning: {} has no {} (encoded before manifests existed?), so a partial or mixed set cannot \
+                     be told apart; encode it again to be sure",
+                    path.display(),
+                    maskdit_train::data::MANIFEST_FILE
+                );
             }
-            files.extend(found);
+            files.extend(set.files);
         } else if path.exists() {
             files.push(path.clone());
         } else {
@@ -316,6 +316,10 @@ pub fn run(args: TrainArgs, from: Option<(PathBuf, bool)>) -> Result<()> {
                 export.display()
             );
         }
+        // The run's checkpoints are read back by --resume; the rest of the run folder is not.
+        let checkpoints = RunFolder::new(&args.out).checkpoint_dir();
+        let inputs = args.data.iter().chain(from.as_ref().map(|(path, _)| path)).chain([&checkpoints]);
+        crate::runtime::outputs::refuse_overwriting_inputs("--export", export, inputs.map(PathBuf::as_path))?;
     }
     let recipe = preset(&args.preset).with_context(|| format!("presets: {}", PRESET_NAMES.join(", ")))?;
     // Set by a launcher, even for one rank (which then still runs its collective: a 1-rank NCCL
@@ -348,6 +352,8 @@ fn run_rank(
     world: Option<&maskdit_parallel::World>,
 ) -> Result<()> {
     let main = world.is_none_or(|w| w.is_main());
+    // The main process owns the run folder until it ends; the other ranks write no files.
+    let _owner = main.then(|| RunFolder::new(&args.out).own()).transpose()?;
     let device = args.device.for_local_rank(world.map_or(0, |w| w.local_rank))?.open()?;
     let (mut trainer, class_names) = start_trainer(args, from, recipe, &device, world.map_or(1, |w| w.size), main)?;
     if let Some(world) = world {

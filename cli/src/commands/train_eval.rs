@@ -38,13 +38,13 @@ pub struct EvalArgs {
     #[arg(long)]
     eval_ref: Option<PathBuf>,
     /// Guidance scale of the samples (1 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::runtime::bounds::finite)]
     eval_cfg: f64,
     /// Noise levels of EDM's Heun sampler.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, value_parser = crate::runtime::bounds::sampler_steps)]
     eval_steps: usize,
     /// Images sampled at once.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::runtime::bounds::batch)]
     eval_batch: usize,
     /// VAE for latent models: registry name or weights file (default: sd-vae-ft-mse).
     #[arg(long)]

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use maskdit_parallel::{Collective, TcpGroup, World, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE};
+use maskdit_parallel::{
+    Collective, TcpGroup, World, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, RANK, RDZV_SECRET, WORLD_SIZE,
+};
 
 use crate::runtime::device::RankDevices;
 
@@ -65,6 +67,7 @@ impl LaunchArgs {
 
 /// The collective of this rank: NCCL between GPUs when built with it, TCP otherwise.
 pub fn connect(world: &World, device: &candle_core::Device, launch: &LaunchArgs) -> Result<Box<dyn Collective>> {
+    warn_without_secret(world);
     let timeout = launch.timeout();
     #[cfg(feature = "nccl")]
     if device.is_cuda() {
@@ -84,6 +87,24 @@ pub fn connect(world: &World, device: &candle_core::Device, launch: &LaunchArgs)
     }
     let (group, _) = TcpGroup::join(world, b"", timeout, timeout)?;
     Ok(Box::new(group))
+}
+
+/// Warns (on rank 0) when the run has no shared secret, so that any process reaching the
+/// rendezvous could join as a rank.
+pub fn warn_without_secret(world: &World) {
+    if world.size > 1 && world.is_main() && world.secret.is_none() {
+        eprintln!(
+            "warning: {RDZV_SECRET} is not set, so any process that reaches {} can join this run as a rank; set the \
+             same secret for every rank (--nproc on one machine makes one itself)",
+            world.address()
+        );
+    }
+}
+
+/// The run's secret: `MASKDIT_RDZV_SECRET` where set, else (on one machine) a fresh random one.
+fn run_secret(nnodes: usize) -> Option<String> {
+    let given = std::env::var(RDZV_SECRET).ok().filter(|s| !s.is_empty());
+    given.or_else(|| (nnodes == 1).then(|| rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect()))
 }
 
 /// A free TCP port on the loopback interface (for a run on one machine).
@@ -134,6 +155,7 @@ pub fn supervise(launch: &LaunchArgs, devices: &RankDevices, after_failure: &str
         ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst))
             .context("cannot install the Ctrl-C handler")?;
     }
+    let secret = run_secret(nnodes);
     let mut ranks: Vec<(usize, Child)> = Vec::with_capacity(nproc);
     for local in 0..nproc {
         let rank = node_rank * nproc + local;
@@ -146,6 +168,9 @@ pub fn supervise(launch: &LaunchArgs, devices: &RankDevices, after_failure: &str
             .env("LOCAL_WORLD_SIZE", nproc.to_string())
             .env(MASTER_ADDR, &master_addr)
             .env(MASTER_PORT, master_port.to_string());
+        if let Some(secret) = &secret {
+            command.env(RDZV_SECRET, secret);
+        }
         if devices.is_cpu() && std::env::var_os("RAYON_NUM_THREADS").is_none() {
             // CPU ranks share the cores instead of each taking all of them.
             command.env("RAYON_NUM_THREADS", (threads / nproc).max(1).to_string());

@@ -1,8 +1,10 @@
 //! What the commands share at run time: devices, ranks and their launcher, progress bars, seed
-//! lists, the allocator setting.
+//! lists, the allocator setting, outputs checked against inputs.
 
 pub(crate) mod allocator;
+pub(crate) mod bounds;
 pub(crate) mod device;
 pub(crate) mod launch;
+pub(crate) mod outputs;
 pub(crate) mod progress;
 pub(crate) mod seeds;

@@ -1,10 +1,12 @@
 //! Training data: latents (or pixels), with or without class labels, read item by item.
 
 mod lmdb;
+mod manifest;
 mod shards;
 mod without_labels;
 
 pub use self::lmdb::{LmdbDataset, LmdbWriter};
+pub use manifest::{shards_in, ShardEntry, ShardFolder, ShardManifest, MANIFEST_FILE};
 pub use shards::{write_shard, ShardDataset};
 pub use without_labels::WithoutLabels;
 

@@ -1,0 +1,73 @@
+//! Reading images whose headers are not trusted: the declared size is checked against a limit
+//! before any pixel is decoded.
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// The longest side accepted, in pixels (an 8192×8192 RGB image decodes to 192 MiB).
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+/// The most memory one decode may take.
+const MAX_DECODE_BYTES: u64 = 512 << 20;
+
+/// Decodes the PNG or JPEG at `path`; an image that declares a side over [`MAX_IMAGE_SIDE`]
+/// is refused before it is decoded.
+pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
+    let format = |reason: String| Error::Format { path: path.to_path_buf(), reason };
+    let reader = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let (width, height) = reader.into_dimensions().map_err(|e| format(format!("is not a readable image ({e})")))?;
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+        return Err(format(format!(
+            "declares {width}×{height} pixels, over the limit of {MAX_IMAGE_SIDE} per side; scale it down first"
+        )));
+    }
+    let mut reader = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    reader.decode().map_err(|e| format(format!("is not a readable image ({e})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_file_declaring_a_huge_image_is_refused_before_decoding() {
+        let dir = std::env::temp_dir().join(format!("maskdit-io-images-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let small = dir.join("small.png");
+        image::RgbImage::from_pixel(3, 2, image::Rgb([1, 2, 3])).save(&small).unwrap();
+        assert_eq!(open_image(&small).unwrap().to_rgb8().dimensions(), (3, 2));
+        // The same bytes with the header's width and height patched to 16000×16000 (the IHDR
+        // chunk's CRC patched too, so the header itself is valid).
+        let mut bytes = std::fs::read(&small).unwrap();
+        bytes[16..20].copy_from_slice(&16000u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&16000u32.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        let huge = dir.join("huge.png");
+        std::fs::write(&huge, bytes).unwrap();
+        let err = open_image(&huge).unwrap_err().to_string();
+        assert!(err.contains("16000×16000") && err.contains("8192"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// PNG's CRC-32 (IEEE), bit by bit.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &byte in bytes {
+            crc ^= byte as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+}
