@@ -76,7 +76,7 @@ fn hub_routes(base: &str) -> HashMap<String, Answer> {
     let file = |body: Vec<u8>, cut: bool| Answer {
         status: 200,
         headers: vec![
-            ("X-Repo-Commit".into(), "0123abcd".into()),
+            ("X-Repo-Commit".into(), "0123abcd00000000000000000000000000000000".into()),
             ("ETag".into(), format!("\"{}\"", hex_sha256(&good))),
         ],
         body,
@@ -121,7 +121,7 @@ fn downloads_are_found_verified_and_never_cached_broken() {
     let got = run(&["download", "good"], false);
     assert!(got.status.success(), "{}", text(&got));
     let path = String::from_utf8_lossy(&got.stdout).trim().to_string();
-    assert!(path.ends_with("snapshots/0123abcd/checkpoints/good.pt"), "{path}");
+    assert!(path.ends_with("snapshots/0123abcd00000000000000000000000000000000/checkpoints/good.pt"), "{path}");
     assert_eq!(std::fs::read(&path).unwrap(), good_bytes());
     // Offline, the verified cache serves it.
     let again = run(&["download", "good"], true);
@@ -175,7 +175,7 @@ fn the_official_checkpoint_is_found_wherever_the_repo_keeps_it() {
     let served = serve(|_| {
         let file = |body: &[u8]| Answer {
             status: 200,
-            headers: vec![("X-Repo-Commit".into(), "feedbeef".into())],
+            headers: vec![("X-Repo-Commit".into(), "feedbeef00000000000000000000000000000000".into())],
             body: body.to_vec(),
             cut: false,
         };
@@ -217,7 +217,7 @@ fn the_official_checkpoint_is_found_wherever_the_repo_keeps_it() {
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(
         path.ends_with(
-            "models--hzzheng--MaskDiT/snapshots/feedbeef/checkpoints/imagenet256-ckpt-best_with_guidance.pt"
+            "models--hzzheng--MaskDiT/snapshots/feedbeef00000000000000000000000000000000/checkpoints/imagenet256-ckpt-best_with_guidance.pt"
         ),
         "{path}"
     );

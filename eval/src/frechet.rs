@@ -44,9 +44,9 @@ impl Statistics {
         }
         let scale = sigma.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
         let n = sigma.nrows();
-        let asymmetry = (0..n).flat_map(|i| (0..i).map(move |j| (i, j))).fold(0.0f64, |m, (i, j)| {
-            m.max((sigma[(i, j)] - sigma[(j, i)]).abs())
-        });
+        let asymmetry = (0..n)
+            .flat_map(|i| (0..i).map(move |j| (i, j)))
+            .fold(0.0f64, |m, (i, j)| m.max((sigma[(i, j)] - sigma[(j, i)]).abs()));
         if asymmetry > COVARIANCE_TOLERANCE * scale {
             return Err(Error::Input(format!(
                 "the covariance is not symmetric (entries differ from their transposes by up to {asymmetry:.3e}); \
@@ -83,7 +83,9 @@ impl Statistics {
         let spread = diff.dot(&diff) + self.sigma.trace() + other.sigma.trace();
         let distance = spread - 2.0 * trace_root;
         if distance < -COVARIANCE_TOLERANCE * spread.abs() {
-            return Err(Error::Input(format!("the distance came out negative ({distance:.6e}): the statistics are damaged")));
+            return Err(Error::Input(format!(
+                "the distance came out negative ({distance:.6e}): the statistics are damaged"
+            )));
         }
         Ok(distance)
     }

@@ -411,10 +411,7 @@ mod tests {
         let f64s = |values: &[f64]| values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
         let write = |name: &str, sigma_shape: &str, sigma: &[f64]| {
             let path = dir.join(name);
-            npz_with(
-                &path,
-                &[("mu", header("(2,)"), f64s(&[0.0, 1.0])), ("sigma", header(sigma_shape), f64s(sigma))],
-            );
+            npz_with(&path, &[("mu", header("(2,)"), f64s(&[0.0, 1.0])), ("sigma", header(sigma_shape), f64s(sigma))]);
             path
         };
         // A header asking for 2^62 values: an error, not "capacity overflow".

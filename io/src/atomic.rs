@@ -19,10 +19,10 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 /// The folder and file name of `path` (`.` for a bare name).
 fn split(path: &Path) -> Result<(PathBuf, String)> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| Error::Format {
-        path: path.to_path_buf(),
-        reason: "not a file name to write to".into(),
-    })?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::Format { path: path.to_path_buf(), reason: "not a file name to write to".into() })?;
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     Ok((folder.to_path_buf(), name))
 }
@@ -200,7 +200,8 @@ mod tests {
         std::fs::write(&victim, b"precious").unwrap();
         let target = dir.join("out.png");
         // The names earlier versions used, and a guess at this process's names.
-        for planted in [format!(".out.png.tmp-{}", std::process::id()), format!(".out.png.tmp-{}-x", std::process::id())]
+        for planted in
+            [format!(".out.png.tmp-{}", std::process::id()), format!(".out.png.tmp-{}-x", std::process::id())]
         {
             std::os::unix::fs::symlink(&victim, dir.join(planted)).unwrap();
         }

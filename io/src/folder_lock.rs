@@ -1,13 +1,14 @@
-//! Owning a folder: an advisory lock on `FOLDER/.maskdit.lock` that the operating system
-//! releases when its holder ends, however it ends. The file names the holder's pid.
+//! Owning a folder: an advisory lock (`flock`) on the folder itself, which the operating
+//! system releases when its holder ends, however it ends. An exclusive holder also records its
+//! pid in `FOLDER/.maskdit.lock` (removed when it lets go), so that others can name it.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
-use std::path::Path;
+use std::fs::{File, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
-/// The lock file's name inside the folder it guards.
+/// The file an exclusive holder records its pid in, inside the folder it holds.
 pub const LOCK_FILE: &str = ".maskdit.lock";
 
 /// Whether other processes may hold the folder at the same time.
@@ -22,52 +23,53 @@ pub enum Access {
 /// A held lock on a folder; released when dropped or when the process ends.
 #[derive(Debug)]
 pub struct FolderLock {
-    _file: File,
+    /// The pid file this holder wrote (exclusive holders), removed before the lock goes.
+    pid_file: Option<PathBuf>,
+    /// The folder, open: its lock lives as long as this handle.
+    _folder: File,
 }
 
-/// The pid written in a lock file, if it names one.
-fn holder(file: &mut File) -> Option<u32> {
-    let mut text = String::new();
-    file.rewind().ok()?;
-    file.take(64).read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+/// The pid an exclusive holder recorded in `folder`, if any.
+fn holder(folder: &Path) -> Option<u32> {
+    let text = std::fs::read(folder.join(LOCK_FILE)).ok()?;
+    std::str::from_utf8(text.get(..text.len().min(32))?).ok()?.trim().parse().ok()
 }
 
 impl FolderLock {
     /// Takes `folder` (which must exist) with `access`, or fails with [`Error::Locked`] naming
-    /// the holder's pid where the lock file records it. Never waits.
+    /// the holder's pid where an exclusive holder recorded it. Never waits.
     pub fn acquire(folder: &Path, access: Access) -> Result<Self> {
-        let path = folder.join(LOCK_FILE);
-        let io = |source| Error::Io { path: path.clone(), source };
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            // A link planted at the lock's name is refused, not followed.
-            options.custom_flags(libc::O_NOFOLLOW);
-        }
-        let mut file = options.open(&path).map_err(io)?;
+        let io = |source| Error::Io { path: folder.to_path_buf(), source };
+        let handle = File::open(folder).map_err(io)?;
         let locked = match access {
-            Access::Exclusive => file.try_lock(),
-            Access::Shared => file.try_lock_shared(),
+            Access::Exclusive => handle.try_lock(),
+            Access::Shared => handle.try_lock_shared(),
         };
         match locked {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                return Err(Error::Locked { folder: folder.to_path_buf(), holder: holder(&mut file) })
+                return Err(Error::Locked { folder: folder.to_path_buf(), holder: holder(folder) })
             }
             Err(TryLockError::Error(source)) => return Err(io(source)),
         }
-        if access == Access::Exclusive {
-            let pid = std::process::id().to_string();
-            file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(pid.as_bytes())).map_err(io)?;
-        } else if holder(&mut file).is_none() {
-            // Shared holders leave a pid only where none is recorded: any one of them will do.
-            let pid = std::process::id().to_string();
-            let _ = file.seek(std::io::SeekFrom::End(0)).and_then(|_| file.write_all(pid.as_bytes()));
+        let pid_file = match access {
+            Access::Exclusive => {
+                let path = folder.join(LOCK_FILE);
+                crate::write_atomic(&path, |f| f.write_all(std::process::id().to_string().as_bytes()))?;
+                Some(path)
+            }
+            Access::Shared => None,
+        };
+        Ok(Self { pid_file, _folder: handle })
+    }
+}
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        // Before the folder's handle closes, so that the next holder's pid is never removed.
+        if let Some(path) = &self.pid_file {
+            let _ = std::fs::remove_file(path);
         }
-        Ok(Self { _file: file })
     }
 }
 
@@ -89,7 +91,9 @@ mod tests {
         let b = FolderLock::acquire(&dir, Access::Shared).unwrap();
         assert!(FolderLock::acquire(&dir, Access::Exclusive).is_err());
         drop((a, b));
-        FolderLock::acquire(&dir, Access::Exclusive).unwrap();
+        let last = FolderLock::acquire(&dir, Access::Exclusive).unwrap();
+        drop(last);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "a released lock left a file");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -25,7 +25,11 @@ pub enum Error {
     Registry(String),
 
     /// A name the registry does not know, with the nearest known names.
-    #[error("unknown {what} `{name}`; did you mean {}? (`maskdit list` shows all)", suggestions.join(", "))]
+    #[error(
+        "unknown {what} `{}`; did you mean {}? (`maskdit list` shows all)",
+        maskdit_io::printable(name),
+        maskdit_io::printable(&suggestions.join(", "))
+    )]
     Unknown {
         /// What kind of name (`model`, `VAE`, `ImageNet class`, …).
         what: String,

@@ -50,7 +50,12 @@ pub fn resolve_class(value: &str, num_classes: usize, names: &[String]) -> Resul
     if num_classes == 0 {
         return Err(Error::Class("this model is unconditional; drop --class".into()));
     }
-    if let Some(index) = names.iter().position(|name| normalise(name) == normalise(value)) {
+    let own: Vec<(usize, String)> = (0..)
+        .zip(names)
+        .filter(|(_, name)| normalise(name) == normalise(value))
+        .map(|(index, name)| (index, maskdit_io::printable(name).into_owned()))
+        .collect();
+    if let Some(index) = one_of(value, &own)? {
         return Ok(index);
     }
     if let Ok(index) = value.trim().parse::<i128>() {
@@ -74,13 +79,52 @@ pub fn resolve_class(value: &str, num_classes: usize, names: &[String]) -> Resul
     let labels = imagenet_labels()?;
     let want = normalise(value);
     let mut names = Vec::with_capacity(labels.len());
+    let mut found = Vec::new();
     for (index, (wnid, name)) in &labels {
         if normalise(name) == want || wnid.eq_ignore_ascii_case(value.trim()) {
-            return label_index(index);
+            found.push((label_index(index)?, format!("{name}, WordNet {wnid}")));
         }
         names.push(name.clone());
     }
-    Err(unknown("ImageNet class", &want, names.iter()))
+    found.sort();
+    match one_of(value, &found)? {
+        Some(index) => Ok(index),
+        None => Err(unknown("ImageNet class", &want, names.iter())),
+    }
+}
+
+/// Refuses class names that differ only by case (or spaces and hyphens against underscores),
+/// which `--class` could not tell apart.
+pub fn check_distinct(names: &[String]) -> Result<()> {
+    for (i, name) in names.iter().enumerate() {
+        if let Some(other) = names[..i].iter().find(|other| normalise(other) == normalise(name)) {
+            return Err(Error::Class(format!(
+                "the classes `{}` and `{}` differ only by case or spacing, so they could not be told apart by name; \
+                 rename one",
+                maskdit_io::printable(other),
+                maskdit_io::printable(name)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The one class of `found` (index, description); none is `None`, several an error that
+/// lists them with their indices (ImageNet has two "crane"s).
+fn one_of(value: &str, found: &[(usize, String)]) -> Result<Option<usize>> {
+    match found {
+        [] => Ok(None),
+        [(index, _)] => Ok(Some(*index)),
+        several => {
+            let listed: Vec<String> = several.iter().map(|(index, what)| format!("{index} ({what})")).collect();
+            Err(Error::Class(format!(
+                "`{}` names {} classes: {}; pass the index of the one you mean",
+                maskdit_io::printable(value.trim()),
+                several.len(),
+                listed.join(", ")
+            )))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +158,21 @@ mod tests {
         let err = resolve_class("lnes", 2, &own).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("lines"), "{err}");
         Ok(())
+    }
+
+    #[test]
+    fn ambiguous_names_are_answered_with_their_indices() {
+        let err = resolve_class("crane", 1000, &[]).unwrap_err().to_string();
+        assert!(err.contains("134 (crane") && err.contains("517 (crane") && err.contains("index"), "{err}");
+        assert!(resolve_class("maillot", 1000, &[]).is_err());
+        assert_eq!(resolve_class("134", 1000, &[]).unwrap(), 134);
+        assert_eq!(resolve_class("n03126707", 1000, &[]).unwrap(), 517);
+        let own: Vec<String> = ["Cat", "dog", "cat"].map(String::from).into();
+        let err = resolve_class("CAT", 3, &own).unwrap_err().to_string();
+        assert!(err.contains("0 (Cat)") && err.contains("2 (cat)"), "{err}");
+        let forged: Vec<String> = ["a\nwrote 0 images".into(), "a\nwrote 0 images".into()].into();
+        let err = resolve_class("a\nwrote 0 images", 2, &forged).unwrap_err().to_string();
+        assert!(!err.contains('\n'), "{err}");
     }
 
     #[test]

@@ -73,7 +73,11 @@ pub fn origin(url: &str) -> Option<String> {
 pub fn inside(root: &Path, path: &Path) -> Result<()> {
     let escapes = path.components().any(|c| matches!(c, std::path::Component::ParentDir));
     if escapes || !path.starts_with(root) {
-        return Err(refuse("the cache path", &path.display().to_string(), &format!("is not inside {}", root.display())));
+        return Err(refuse(
+            "the cache path",
+            &path.display().to_string(),
+            &format!("is not inside {}", root.display()),
+        ));
     }
     Ok(())
 }

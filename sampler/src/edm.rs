@@ -109,8 +109,14 @@ impl EdmOptions {
         if !(self.alpha > 0.0 && self.alpha <= 1.0) {
             return fail(format!("alpha must lie in (0, 1], got {}", self.alpha));
         }
-        if self.s_churn < 0.0 || self.s_noise < 0.0 {
-            return fail("S_churn and S_noise must not be negative".into());
+        if !(self.s_churn >= 0.0 && self.s_churn.is_finite() && self.s_noise >= 0.0 && self.s_noise.is_finite()) {
+            return fail(format!(
+                "S_churn and S_noise must be finite and not negative, got {} and {}",
+                self.s_churn, self.s_noise
+            ));
+        }
+        if self.s_min.is_nan() || self.s_max.is_nan() {
+            return fail("S_min and S_max must be numbers (S_max may be infinite)".into());
         }
         if let (Some(lo), Some(hi)) = (self.sigma_min, self.sigma_max) {
             if !(lo > 0.0 && lo < hi) {
@@ -266,4 +272,20 @@ fn iddpm_levels(m: usize, c_1: f64, c_2: f64) -> Vec<f64> {
         u[j - 1] = ((u[j] * u[j] + 1.0) / ratio - 1.0).sqrt();
     }
     u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nan_and_infinite_churn_settings_are_refused() {
+        assert!(EdmOptions::heun(18).validate().is_ok());
+        let churn = |s_churn, s_noise| EdmOptions { s_churn, s_noise, ..EdmOptions::heun(18) }.validate();
+        for (s_churn, s_noise) in [(f64::NAN, 1.0), (f64::INFINITY, 1.0), (1.0, f64::NAN), (-1.0, 1.0)] {
+            assert!(churn(s_churn, s_noise).is_err(), "{s_churn} {s_noise}");
+        }
+        assert!(EdmOptions { s_max: f64::NAN, ..EdmOptions::heun(18) }.validate().is_err());
+        assert!(EdmOptions { s_churn: 40.0, s_max: f64::INFINITY, ..EdmOptions::heun(18) }.validate().is_ok());
+    }
 }

@@ -232,14 +232,6 @@ impl Trainer {
         if dataset.is_empty() {
             return Err(Error::Input("the dataset is empty".into()));
         }
-        if options.batch_size > dataset.len() {
-            return Err(Error::Config(format!(
-                "the batch of {} examples is larger than the data's {}; lower --batch to at most {}",
-                options.batch_size,
-                dataset.len(),
-                dataset.len()
-            )));
-        }
         dataset.check(config.num_classes)?;
         match (config.num_classes, dataset.labeled()) {
             (0, true) => {
@@ -256,6 +248,14 @@ impl Trainer {
                 )))
             }
             _ => {}
+        }
+        if options.batch_size > dataset.len() {
+            return Err(Error::Config(format!(
+                "the batch of {} examples is larger than the data's {}; lower --batch to at most {}",
+                options.batch_size,
+                dataset.len(),
+                dataset.len()
+            )));
         }
         let mut rng = ChaCha12Rng::seed_from_u64(options.seed);
         let (model, ema) = match start {

@@ -275,6 +275,8 @@ fn read_weights(path: &Path) -> Result<HashMap<String, Tensor>> {
     maskdit_io::read_tensors(path, "state_dict", |name| Some(name.to_string())).map_err(|e| match e {
         maskdit_io::Error::Io { path, source } => Error::Io { path, source },
         maskdit_io::Error::Format { path, reason } => Error::Weights { path, reason },
-        locked @ maskdit_io::Error::Locked { .. } => Error::Weights { path: locked.path().to_path_buf(), reason: locked.to_string() },
+        locked @ maskdit_io::Error::Locked { .. } => {
+            Error::Weights { path: locked.path().to_path_buf(), reason: locked.to_string() }
+        }
     })
 }

@@ -37,14 +37,14 @@ pub struct EncodeArgs {
     #[arg(long)]
     grey: bool,
     /// Examples per shard.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = crate::runtime::bounds::batch)]
     shard_size: usize,
     /// Replace the encoded set already in --out (its shards, classes.json and manifest);
     /// without it a non-empty --out is refused.
     #[arg(long)]
     overwrite: bool,
     /// Images encoded at once.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::runtime::bounds::batch)]
     batch: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -145,23 +145,14 @@ fn scan(root: &Path) -> Result<Scan> {
     if items.is_empty() {
         bail!("no PNG or JPEG images in {} or its class subfolders", root.display());
     }
-    let names: Vec<String> = classes.iter().map(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).collect();
-    for (i, name) in names.iter().enumerate() {
-        if let Some(other) = names[..i].iter().find(|other| other.to_lowercase() == name.to_lowercase()) {
-            bail!(
-                "the class folders `{}` and `{}` differ only by case, so their classes could not be told apart by \
-                 name; merge or rename them",
-                maskdit_io::printable(other),
-                maskdit_io::printable(name)
-            );
-        }
-    }
     let labeled = items.first().is_some_and(|(_, label)| label.is_some());
-    let names = if labeled {
+    let names: Vec<String> = if labeled {
         classes.iter().map(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).collect()
     } else {
         Vec::new()
     };
+    maskdit_registry::labels::check_distinct(&names)
+        .with_context(|| format!("the class folders of {}", root.display()))?;
     Ok(Scan { classes: names, items })
 }
 
@@ -204,7 +195,8 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         for batch in shard.chunks(args.batch) {
             let mut images = Vec::with_capacity(batch.len());
             for (path, _) in batch {
-                let img = maskdit_io::open_image(path).with_context(|| format!("cannot read the image {}", path.display()))?;
+                let img = maskdit_io::open_image(path)
+                    .with_context(|| format!("cannot read the image {}", path.display()))?;
                 let cropped = image::DynamicImage::ImageRgb8(center_crop_adm(&img, args.resolution)?);
                 images.push(match &vae {
                     Some(_) => from_image(&cropped, &device)?,

@@ -1,5 +1,6 @@
 //! `maskdit list`: the registry, with where each entry comes from and what is cached.
 
+use maskdit_io::printable;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -61,7 +62,7 @@ fn list_classes(model: &str) -> Result<()> {
         _ => (0..count).map(|i| i.to_string()).collect(),
     };
     for (index, name) in names.iter().enumerate() {
-        println!("{index}\t{name}");
+        println!("{index}\t{}", printable(name));
     }
     Ok(())
 }
@@ -77,8 +78,8 @@ fn status(cached: Option<PathBuf>) -> String {
 /// `Hub repo:file` or the first address.
 fn source(repo: Option<&str>, file: &str, url: Option<&str>) -> String {
     match (repo, url) {
-        (Some(repo), _) => format!("Hub {repo}: {file}"),
-        (None, Some(url)) => url.to_string(),
+        (Some(repo), _) => format!("Hub {}: {}", printable(repo), printable(file)),
+        (None, Some(url)) => printable(url).into_owned(),
         (None, None) => "-".into(),
     }
 }
@@ -99,24 +100,34 @@ pub fn run(args: ListArgs) -> Result<()> {
             let first = entry.url.as_deref().or(entry.mirrors.first().map(String::as_str));
             (status(cached_model(name, entry)), source(entry.repo.as_deref(), &entry.file, first))
         };
-        println!("  {name}{default}: {}\n      from {from}; {state}", entry.description);
+        println!("  {}{default}: {}\n      from {from}; {state}", printable(name), printable(&entry.description));
     }
     println!("VAEs:");
     for (name, entry) in &registry.vaes {
         let first = entry.url.as_deref().or(entry.mirrors.first().map(String::as_str));
         let from = source(entry.repo.as_deref(), &entry.files.join(", "), first);
-        println!("  {name}: {}\n      from {from}; {}", entry.description, status(cached_vae(name, entry)));
+        let state = status(cached_vae(name, entry));
+        println!("  {}: {}\n      from {from}; {state}", printable(name), printable(&entry.description));
     }
     println!("datasets:");
     for (name, entry) in &registry.datasets {
         let cached = cached_dataset(name, entry).and_then(|folder| Some(folder.join(entry.files.first()?)));
-        let from = format!("Hub dataset {}: the LMDB folder naming `{}`", entry.repo, entry.folder_contains);
-        println!("  {name}: {}\n      from {from}; {}", entry.description, status(cached));
+        let from = format!(
+            "Hub dataset {}: the LMDB folder naming `{}`",
+            printable(&entry.repo),
+            printable(&entry.folder_contains)
+        );
+        println!("  {}: {}\n      from {from}; {}", printable(name), printable(&entry.description), status(cached));
     }
     println!("evaluation networks:");
     for (name, entry) in &registry.evaluators {
         let cached = status(cached_evaluator(name, entry));
-        println!("  {name}: {}\n      from {}; {cached}", entry.description, entry.url);
+        println!(
+            "  {}: {}\n      from {}; {cached}",
+            printable(name),
+            printable(&entry.description),
+            printable(&entry.url)
+        );
     }
     Ok(())
 }

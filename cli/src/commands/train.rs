@@ -212,6 +212,7 @@ fn data_class_names(paths: &[PathBuf]) -> Result<Option<(PathBuf, Vec<String>)>>
         let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
         let names: Vec<String> =
             serde_json::from_str(&text).with_context(|| format!("{} is not a list of class names", file.display()))?;
+        maskdit_registry::labels::check_distinct(&names).with_context(|| format!("in {}", file.display()))?;
         match &found {
             Some((first, known)) if *known != names => bail!(
                 "{} and {} name different classes; train on data of one set of classes",
