@@ -69,38 +69,6 @@ pub fn worst_and_quantile(values: &[f64], quantile: f64) -> (f64, f64) {
     (sorted[sorted.len() - 1], sorted[index])
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn same_seed_same_tensors_other_seed_other_tensors() {
-        let draw = |seed| SeededTensors::new(seed).normal(0.0, 1.0, (4, 5)).to_vec2::<f32>().unwrap();
-        assert_eq!(draw(3), draw(3));
-        assert_ne!(draw(3), draw(4));
-        let u = SeededTensors::new(1).uniform(-1.0, 2.0, 1000).to_vec1::<f32>().unwrap();
-        assert!(u.iter().all(|&v| (-1.0..2.0).contains(&v)));
-    }
-
-    #[test]
-    fn normal_draws_have_the_asked_moments() {
-        let x = SeededTensors::new(9).normal(2.0, 0.5, 100_000).to_vec1::<f32>().unwrap();
-        let mean = x.iter().sum::<f32>() / x.len() as f32;
-        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / x.len() as f32;
-        assert!((mean - 2.0).abs() < 0.01 && (var.sqrt() - 0.5).abs() < 0.01, "mean {mean}, std {}", var.sqrt());
-    }
-
-    #[test]
-    fn relative_l2_and_quantiles() {
-        let a = Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap();
-        let z = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(relative_l2(&z, &a), 1.0);
-        assert_eq!(relative_l2(&a, &z), 5.0);
-        let values: Vec<f64> = (0..=1000).map(f64::from).collect();
-        assert_eq!(worst_and_quantile(&values, 0.999), (1000.0, 999.0));
-    }
-}
-
 /// The bytes of a PNG whose header declares `width`×`height` grey pixels and which holds no
 /// pixel data: a small file that lies about its size, for tests of size limits.
 pub fn png_declaring(width: u32, height: u32) -> Vec<u8> {
@@ -134,4 +102,36 @@ fn crc32(bytes: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_tensors_other_seed_other_tensors() {
+        let draw = |seed| SeededTensors::new(seed).normal(0.0, 1.0, (4, 5)).to_vec2::<f32>().unwrap();
+        assert_eq!(draw(3), draw(3));
+        assert_ne!(draw(3), draw(4));
+        let u = SeededTensors::new(1).uniform(-1.0, 2.0, 1000).to_vec1::<f32>().unwrap();
+        assert!(u.iter().all(|&v| (-1.0..2.0).contains(&v)));
+    }
+
+    #[test]
+    fn normal_draws_have_the_asked_moments() {
+        let x = SeededTensors::new(9).normal(2.0, 0.5, 100_000).to_vec1::<f32>().unwrap();
+        let mean = x.iter().sum::<f32>() / x.len() as f32;
+        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / x.len() as f32;
+        assert!((mean - 2.0).abs() < 0.01 && (var.sqrt() - 0.5).abs() < 0.01, "mean {mean}, std {}", var.sqrt());
+    }
+
+    #[test]
+    fn relative_l2_and_quantiles() {
+        let a = Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap();
+        let z = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(relative_l2(&z, &a), 1.0);
+        assert_eq!(relative_l2(&a, &z), 5.0);
+        let values: Vec<f64> = (0..=1000).map(f64::from).collect();
+        assert_eq!(worst_and_quantile(&values, 0.999), (1000.0, 999.0));
+    }
 }
