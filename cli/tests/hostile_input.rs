@@ -92,14 +92,20 @@ fn encode_owns_its_folder_and_training_refuses_partial_or_mixed_sets() {
     assert!(err.contains("mixed set"), "{err}");
     std::fs::remove_file(&stray).unwrap();
 
-    // A set whose manifest was never written (a killed encode) still loads, with a warning;
-    // one whose listed shard is gone is partial.
+    // A set whose listed shard is gone is partial; so is one whose encoding never finished
+    // (killed); one without any manifest (encoded before manifests existed) loads, with a
+    // warning.
     let partial = dir.join("partial");
     ok(&refs(&encode(&images, &partial, &["--shard-size", "2"])));
     std::fs::remove_file(partial.join("shard-00001.safetensors")).unwrap();
     let err = fails(&refs(&train(&partial, &dir.join("run-partial"))));
     assert!(err.contains("partial set"), "{err}");
-    std::fs::remove_file(shards.join("manifest.json")).unwrap();
+    let manifest = shards.join("manifest.json");
+    let finished = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, finished.replace("\"complete\": true", "\"complete\": false")).unwrap();
+    let err = fails(&refs(&train(&shards, &dir.join("run-killed"))));
+    assert!(err.contains("never finished"), "{err}");
+    std::fs::remove_file(&manifest).unwrap();
     let out = common::ok(&refs(&train(&shards, &dir.join("run-old"))));
     let warned = String::from_utf8_lossy(&out.stderr);
     assert!(warned.contains("warning") && warned.contains("manifest.json"), "{warned}");

@@ -25,6 +25,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     if !maskdit_io::is_safetensors(&output) {
         bail!("the output file should end in .safetensors");
     }
+    crate::runtime::outputs::refuse_overwriting_inputs("the output", &output, [input.as_path()])?;
     let tensors = weights::read_tensors(&input, set)?;
     let recorded = if maskdit_io::is_safetensors(&input) { weights::read_config(&input)? } else { None };
     match recorded {

@@ -181,6 +181,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let _owner = maskdit_io::FolderLock::acquire(&args.out, maskdit_io::Access::Exclusive)?;
     clear_output(&args.out, args.overwrite)?;
+    ShardManifest::begin(&args.out)?;
     let classes_path = args.out.join(CLASSES_FILE);
     if !class_names.is_empty() {
         let classes_json = serde_json::to_string_pretty(&class_names)?;

@@ -29,6 +29,9 @@ pub struct ShardEntry {
 pub struct ShardManifest {
     /// `maskdit-shards/1`.
     pub format: String,
+    /// False from the start of an encoding until its last shard is written: a folder left
+    /// so is an interrupted encoding.
+    pub complete: bool,
     /// The shards, in order.
     pub shards: Vec<ShardEntry>,
 }
@@ -58,10 +61,18 @@ fn safetensors_in(folder: &Path) -> Result<Vec<PathBuf>> {
 }
 
 impl ShardManifest {
-    /// The manifest of the shards `entries`, written to `folder` atomically.
+    /// Marks `folder` as being encoded (an incomplete manifest without shards), atomically.
+    pub fn begin(folder: &Path) -> Result<()> {
+        Self { format: FORMAT.into(), complete: false, shards: Vec::new() }.write_to(folder)
+    }
+
+    /// The manifest of the finished set `shards`, written to `folder` atomically.
     pub fn write(folder: &Path, shards: Vec<ShardEntry>) -> Result<()> {
-        let manifest = Self { format: FORMAT.into(), shards };
-        let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Input(e.to_string()))?;
+        Self { format: FORMAT.into(), complete: true, shards }.write_to(folder)
+    }
+
+    fn write_to(&self, folder: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Input(e.to_string()))?;
         Ok(maskdit_io::write_atomic(&folder.join(MANIFEST_FILE), |f| std::io::Write::write_all(f, text.as_bytes()))?)
     }
 
@@ -92,6 +103,12 @@ pub fn shards_in(folder: &Path) -> Result<ShardFolder> {
         .ok()
         .filter(|m: &ShardManifest| m.format == FORMAT)
         .ok_or_else(|| data_error(&manifest_path, format!("is not a {FORMAT} manifest")))?;
+    if !manifest.complete {
+        return Err(data_error(
+            folder,
+            "is a partial set: its encoding never finished (interrupted?); encode it again with --overwrite",
+        ));
+    }
     let mut files = Vec::with_capacity(manifest.shards.len());
     for shard in &manifest.shards {
         if shard.file.contains(['/', '\\']) || shard.file.starts_with('.') {
@@ -148,8 +165,11 @@ mod tests {
             ShardManifest::entry(&dir.join(name), 1).unwrap()
         };
         let entries = vec![shard("shard-00000.safetensors", 10), shard("shard-00001.safetensors", 20)];
-        // Before the manifest: loadable, flagged.
+        // Without a manifest (written before manifests existed): loadable, flagged.
         assert!(!shards_in(&dir).unwrap().has_manifest);
+        // An encoding that began and never finished.
+        ShardManifest::begin(&dir).unwrap();
+        assert!(shards_in(&dir).unwrap_err().to_string().contains("never finished"));
         ShardManifest::write(&dir, entries).unwrap();
         let set = shards_in(&dir).unwrap();
         assert!(set.has_manifest && set.files.len() == 2);
