@@ -4,8 +4,8 @@
 //! Temporaries are named `.NAME.tmp-PID-RANDOM` in the target's folder and created exclusively
 //! (`O_CREAT|O_EXCL`, which never follows a link), so nothing placed in a shared folder
 //! beforehand can redirect a write. Files get the usual `0666` less the umask. Temporaries that
-//! a killed process left behind (its pid no longer running) are removed by the next write of the
-//! same target.
+//! a killed process left behind (its pid no longer running) are removed by this process's
+//! first write into the same folder.
 
 use std::fs::{File, Permissions};
 use std::io::{BufWriter, Write};
@@ -49,14 +49,31 @@ fn alive(_pid: u32) -> bool {
     true
 }
 
-/// Removes the temporaries of `name` in `folder` whose writing process is gone (best effort).
-fn remove_stale_temporaries(folder: &Path, name: &str) {
-    let prefix = temporary_prefix(name);
+/// Characters of a temporary name's random part.
+const RANDOM_CHARS: usize = 12;
+
+/// The writing pid of a temporary's name (`.NAME.tmp-PID-RANDOM`, or `.NAME.tmp-PID` as
+/// earlier versions named them); `None` for any other name.
+fn temporary_pid(name: &str) -> Option<u32> {
+    let (_, rest) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    let (pid, random) = rest.split_once('-').unwrap_or((rest, ""));
+    let random_ok =
+        random.is_empty() || (random.len() == RANDOM_CHARS && random.bytes().all(|b| b.is_ascii_alphanumeric()));
+    (random_ok && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then(|| pid.parse().ok())?
+}
+
+/// Removes, once per folder and process, the temporaries in `folder` whose writing process is
+/// gone (best effort).
+fn remove_stale_temporaries(folder: &Path) {
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let key = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
+    match SWEPT.lock() {
+        Ok(mut swept) if !swept.contains(&key) => swept.push(key),
+        _ => return,
+    }
     let Ok(entries) = std::fs::read_dir(folder) else { return };
     for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(temporary_pid) else { continue };
         if pid == std::process::id() || alive(pid) {
             continue;
         }
@@ -74,7 +91,7 @@ fn remove_stale_temporaries(folder: &Path, name: &str) {
 /// A temporary builder for target `name`: `.NAME.tmp-PID-` and a random part.
 fn builder(prefix: &str) -> tempfile::Builder<'_, '_> {
     let mut builder = tempfile::Builder::new();
-    builder.prefix(prefix).rand_bytes(12);
+    builder.prefix(prefix).rand_bytes(RANDOM_CHARS);
     builder
 }
 
@@ -91,7 +108,7 @@ fn sync_folder(folder: &Path) {
 /// left as it was and the error is returned.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<()> {
     let (folder, name) = split(path)?;
-    remove_stale_temporaries(&folder, &name);
+    remove_stale_temporaries(&folder);
     let prefix = format!("{}{}-", temporary_prefix(&name), std::process::id());
     #[cfg(unix)]
     let mode = {
@@ -119,7 +136,7 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> std
 /// error is returned.
 pub fn replace_file(path: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
     let (folder, name) = split(path)?;
-    remove_stale_temporaries(&folder, &name);
+    remove_stale_temporaries(&folder);
     let prefix = format!("{}{}-", temporary_prefix(&name), std::process::id());
     let private = builder(&prefix).tempdir_in(&folder).map_err(io_error(&folder))?;
     let tmp = private.path().join(&name);
@@ -205,9 +222,14 @@ mod tests {
         {
             std::os::unix::fs::symlink(&victim, dir.join(planted)).unwrap();
         }
-        // A leftover of a process that is gone (pid beyond the kernel's maximum).
-        let stale = dir.join(".out.png.tmp-4194305-abcdef");
+        // Leftovers of a process that is gone (pid beyond the kernel's maximum): of this target,
+        // and of a checkpoint write killed half-way, and a user's file that only looks similar.
+        let stale = dir.join(".out.png.tmp-4194305-abcdefABCDEF");
         std::fs::write(&stale, b"half a file").unwrap();
+        let stale_checkpoint = dir.join(".0000100.safetensors.tmp-4194305-0123456789ab");
+        std::fs::create_dir(&stale_checkpoint).unwrap();
+        let lookalike = dir.join(".notes.tmp-4194305-mine");
+        std::fs::write(&lookalike, b"keep").unwrap();
         write_atomic(&target, |f| f.write_all(b"image")).unwrap();
         // A writer that makes its file 0600, as safetensors does.
         replace_file(&dir.join("w.safetensors"), |tmp| {
@@ -217,7 +239,8 @@ mod tests {
         .unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert_eq!(std::fs::read(&target).unwrap(), b"image");
-        assert!(!stale.exists(), "a dead process's temporary stayed");
+        assert!(!stale.exists() && !stale_checkpoint.exists(), "a dead process's temporary stayed");
+        assert!(lookalike.exists(), "a file that is no temporary was removed");
         // Files follow the umask like any other (0022 or 0002 leave them readable to others).
         let umask_mode = {
             let probe = dir.join("probe");
