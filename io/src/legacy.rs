@@ -139,10 +139,14 @@ pub(crate) fn read_legacy(path: &Path, entry: &str, keep: &mut Keep) -> Result<(
             ));
         }
         let offset = layout.start_offset() as u64;
-        let length = layout.shape().elem_count() as u64 * t.info.dtype.size_in_bytes() as u64;
-        if offset + length > bytes {
+        // Checked: a hostile shape must not overflow into a small length.
+        let length = dims
+            .iter()
+            .try_fold(t.info.dtype.size_in_bytes() as u64, |acc, &d| acc.checked_mul(d as u64))
+            .filter(|&length| offset.checked_add(length).is_some_and(|end| end <= bytes));
+        let Some(length) = length else {
             return Err(format_error(path, format!("tensor `{}` lies outside its storage", t.name)));
-        }
+        };
         let dtype = t.info.dtype;
         keep(&t.name, &|| {
             let mut data = vec![0u8; length as usize];

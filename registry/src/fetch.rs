@@ -177,6 +177,10 @@ pub fn fetch_evaluator(name: &str, entry: &EvaluatorEntry, progress: &mut dyn Do
     evaluator_source(name, entry).fetch(progress)
 }
 
+/// The most bytes taken from an address whose file size no listing gives (the largest file
+/// the registry names, the ImageNet latents' LMDB, is tens of gigabytes).
+const MAX_UNLISTED_BYTES: u64 = 64 << 30;
+
 /// Downloads `url` to `dest`, resuming a partial `dest.part`; the file takes its final name
 /// only once it is whole (its length as the server announced it) and matches `sha256` (all of
 /// it or its leading digits) where that is known. A corrupt file is deleted; a short one stays as the partial to resume.
@@ -189,7 +193,7 @@ pub fn download_url(
     let dir = dest.parent().ok_or_else(|| Error::Download(format!("{} has no folder", dest.display())))?;
     std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
     let part = dest.with_extension("part");
-    let transfer = hub::transfer(url, &part, None, None, progress)?;
+    let transfer = hub::transfer(url, &part, None, Some(MAX_UNLISTED_BYTES), progress)?;
     let got = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     match transfer.total {
         Some(total) if got != total => {
