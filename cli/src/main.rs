@@ -7,7 +7,7 @@ mod runtime;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{bench, convert, download, encode, fid, generate, list, train};
+use commands::{bench, convert, download, encode, fid, generate, list, serve, train};
 use runtime::{allocator, launch};
 
 /// MaskDiT on candle: sampling, checkpoints, training.
@@ -26,6 +26,12 @@ enum Command {
     ///   maskdit generate --class 3 --seeds 0-15 --out digits
     ///   maskdit generate --model imagenet256-guidance --class "golden retriever" --cfg 1.5 --device cuda
     Generate(generate::GenerateArgs),
+    /// A web page for making images: pick a class by name, watch the image form, keep a gallery.
+    ///
+    /// Examples:
+    ///   maskdit serve                      # the embedded MNIST model at http://127.0.0.1:7860
+    ///   maskdit serve --model imagenet256-guidance --device cuda --out my-gallery
+    Serve(serve::ServeArgs),
     /// Download a registry model, VAE or dataset into the cache (Hugging Face cache layout).
     ///
     /// Example: maskdit download imagenet256-guidance
@@ -75,6 +81,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Download(args) => download::run(args),
         Command::List(args) => list::run(args),
         Command::Convert(args) => convert::run(args),

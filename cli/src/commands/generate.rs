@@ -4,27 +4,25 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
 use clap::Args;
 use image::DynamicImage;
-use maskdit::{ModelConfig, WeightSet};
 use maskdit_io::{Access, FolderLock};
-use maskdit_pipeline::{Decoder, LoadedModel, Pipeline};
+use maskdit_pipeline::Pipeline;
 use maskdit_registry::labels::resolve_class;
 use maskdit_registry::Registry;
 use maskdit_sampler::{DdpmOptions, Discretization, EdmOptions, GuidanceInterval, Sampler, Scaling, Schedule, Solver};
 
 use crate::runtime::device::{DTypeChoice, RankDevices};
 use crate::runtime::launch::{self, LaunchArgs};
-use crate::runtime::progress::{self, DownloadBar};
+use crate::runtime::model_args::ModelArgs;
+use crate::runtime::progress;
 use crate::runtime::seeds::{Seeds, Shard};
 
 /// Options of `maskdit generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Registry name (see `maskdit list`) or a weights file; default: the embedded MNIST model.
-    #[arg(long)]
-    model: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Class index or ImageNet name, repeatable (images cycle through them); random per seed
     /// when absent.
     #[arg(long = "class")]
@@ -79,21 +77,6 @@ pub struct GenerateArgs {
     /// Number format of the model and the VAE.
     #[arg(long, value_enum, default_value_t = DTypeChoice::F32)]
     dtype: DTypeChoice,
-    /// VAE for latent models: registry name or weights file (default: the model's).
-    #[arg(long)]
-    vae: Option<String>,
-    /// Architecture of a checkpoint file that does not record it: a DiT preset.
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(ModelConfig::PRESETS))]
-    arch: Option<String>,
-    /// With --arch: latent size (32 for 256 px, 64 for 512 px).
-    #[arg(long, default_value_t = 32, value_parser = crate::runtime::bounds::latent_size)]
-    latent_size: usize,
-    /// With --arch: the checkpoint has no decoder.
-    #[arg(long)]
-    no_decoder: bool,
-    /// Weights of a training checkpoint to use.
-    #[arg(long, value_enum, default_value_t = WeightSet::Ema)]
-    weights: WeightSet,
     /// Output folder: one `<seed:06d>.png` per seed.
     #[arg(long, default_value = "out")]
     out: PathBuf,
@@ -150,44 +133,6 @@ enum SamplerKind {
     Ddpm,
 }
 
-/// The model `--model` names (a registry entry or a file) with its defaults, and its decoder.
-fn load(args: &GenerateArgs, registry: &Registry, device: &Device, dtype: DType) -> Result<(LoadedModel, Decoder)> {
-    let spinner = progress::spinner("loading model");
-    let set = args.weights;
-    let name = args.model.clone().unwrap_or_else(|| registry.default_model.clone());
-    let found = match registry.models.get(&name) {
-        Some(entry) => {
-            if !entry.embedded {
-                spinner.finish_and_clear();
-            }
-            maskdit_pipeline::load_model(registry, &name, set, dtype, device, &mut DownloadBar::default())?
-        }
-        None => {
-            let path = PathBuf::from(&name);
-            if !path.exists() {
-                if path.extension().is_some() || name.contains(std::path::MAIN_SEPARATOR) {
-                    bail!("{name} does not exist (no such file); check the path, or name a registry model (see `maskdit list`)");
-                }
-                return Err(maskdit_registry::unknown("model", &name, registry.models.keys()).into());
-            }
-            let arch = args.arch.as_deref();
-            let fallback =
-                arch.map(|a| ModelConfig::preset(a, args.latent_size, 4, 1000, !args.no_decoder)).transpose()?;
-            maskdit_pipeline::load_file(&path, fallback, set, dtype, device)?
-        }
-    };
-    spinner.finish_and_clear();
-    let decoder = match args.vae.as_ref().or(found.vae.as_ref()) {
-        Some(vae) => {
-            let vae = maskdit_pipeline::load_vae(registry, vae, dtype, device, &mut DownloadBar::default())
-                .with_context(|| format!("cannot load the VAE {vae}"))?;
-            Decoder::Vae(vae.into())
-        }
-        None => Decoder::Pixels,
-    };
-    Ok((found, decoder))
-}
-
 fn sampler(args: &GenerateArgs, steps: usize) -> Sampler {
     if args.sampler == SamplerKind::Ddpm {
         return Sampler::Ddpm(DdpmOptions::new(steps));
@@ -234,7 +179,7 @@ fn check_request(args: &GenerateArgs, registry: &Registry) -> Result<()> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    if let Some(entry) = args.model.as_ref().and_then(|name| registry.models.get(name)) {
+    if let Some(entry) = args.model.model.as_ref().and_then(|name| registry.models.get(name)) {
         let classes = entry.num_classes.unwrap_or(1000);
         args.classes.iter().try_for_each(|c| resolve_class(c, classes, &[]).map(drop))?;
     }
@@ -296,7 +241,7 @@ fn generate(
     let _owner = main.then(|| FolderLock::acquire(&args.out, access)).transpose()?;
     let device = args.device.for_local_rank(ranks.as_ref().map_or(0, |(world, _)| world.local_rank))?.open()?;
     let dtype = args.dtype.dtype();
-    let (loaded, decoder) = load(args, registry, &device, dtype)?;
+    let (loaded, decoder) = args.model.load(registry, &device, dtype)?;
     let config = loaded.model.config().clone();
     let classes = args
         .classes

@@ -7,5 +7,6 @@ pub(crate) mod encode;
 pub(crate) mod fid;
 pub(crate) mod generate;
 pub(crate) mod list;
+pub(crate) mod serve;
 pub(crate) mod train;
 pub(crate) mod train_eval;
