@@ -102,7 +102,9 @@ fn main() -> ExitCode {
             ExitCode::from(130)
         }
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // Messages carry names from data (paths, class names): no control sequences reach
+            // the terminal, only the message's own line breaks.
+            eprintln!("error: {}", maskdit_io::printable_lines(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }

@@ -116,6 +116,12 @@ fn encode_owns_its_folder_and_training_refuses_partial_or_mixed_sets() {
     draw(&clash.join("cat"), "2", "0");
     let err = fails(&refs(&encode(&clash, &dir.join("clash-shards"), &[])));
     assert!(err.contains("differ only by case"), "{err}");
+    // Names that carry terminal escapes reach the terminal escaped.
+    let escapes = dir.join("escapes");
+    draw(&escapes.join("x\u{1b}[2Jy"), "1", "0");
+    draw(&escapes.join("X\u{1b}[2JY"), "2", "0");
+    let err = fails(&refs(&encode(&escapes, &dir.join("escape-shards"), &[])));
+    assert!(err.contains("differ only by case") && !err.contains('\u{1b}'), "{err:?}");
 
     // Output inside the image folder.
     let err = fails(&refs(&encode(&images, &images.join("shards"), &[])));

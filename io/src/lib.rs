@@ -32,5 +32,5 @@ pub use atomic::{append_line, replace_file, write_atomic};
 pub use error::{Error, Result};
 pub use folder_lock::{Access, FolderLock, LOCK_FILE};
 pub use images::{open_image, MAX_IMAGE_SIDE};
-pub use printable::printable;
+pub use printable::{printable, printable_lines};
 pub use tensor_files::{bytes_read_on_this_thread, is_safetensors, read_header, read_tensors, Header};

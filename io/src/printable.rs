@@ -14,9 +14,18 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     )
 }
 
+/// `text` with every control character but the line break escaped: for messages whose own
+/// lines are meant, such as a chain of errors.
+pub fn printable_lines(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\n') {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(text.split('\n').map(|line| printable(line).into_owned()).collect::<Vec<_>>().join("\n"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{printable, printable_lines};
 
     #[test]
     fn control_characters_are_escaped_and_the_rest_kept() {
@@ -24,5 +33,6 @@ mod tests {
         assert_eq!(printable("Ünïcödé 犬"), "Ünïcödé 犬");
         assert_eq!(printable("cat\nwrote 0 images\x1b[2J\r"), "cat\\nwrote 0 images\\u{1b}[2J\\r");
         assert!(!printable("\u{7}\u{85}\0").chars().any(char::is_control));
+        assert_eq!(printable_lines("a\x1b[2J\nb\r"), "a\\u{1b}[2J\nb\\r");
     }
 }
