@@ -15,18 +15,21 @@ fn npz_error(path: &Path, reason: impl Into<String>) -> Error {
     Error::Data { path: path.to_path_buf(), reason: reason.into() }
 }
 
-fn open_archive(path: &Path) -> Result<zip::ZipArchive<BufReader<File>>> {
+/// An opened `.npz`.
+type Archive = zip::ZipArchive<BufReader<File>>;
+
+fn open_archive(path: &Path) -> Result<Archive> {
     let file = File::open(path).map_err(|e| npz_error(path, format!("cannot be opened ({e})")))?;
     zip::ZipArchive::new(BufReader::new(file)).map_err(|e| npz_error(path, format!("is not an .npz archive ({e})")))
 }
 
 /// The names of the arrays in an `.npz` file.
 pub fn array_names(path: &Path) -> Result<Vec<String>> {
-    let archive = open_archive(path)?;
-    Ok(archive
-        .file_names()
-        .filter_map(|name| name.ok().and_then(|n| n.strip_suffix(".npy").map(str::to_string)))
-        .collect())
+    Ok(names_in(&open_archive(path)?))
+}
+
+fn names_in(archive: &Archive) -> Vec<String> {
+    archive.file_names().filter_map(|name| name.ok().and_then(|n| n.strip_suffix(".npy").map(str::to_string))).collect()
 }
 
 /// An `.npy` header: element type, memory order and shape.
@@ -77,31 +80,34 @@ fn read_npy_header(reader: &mut impl Read) -> std::result::Result<NpyHeader, Str
     Ok(NpyHeader { descr: descr.to_string(), fortran_order, shape })
 }
 
-/// Checks that array `name` of `path` holds the bytes its header's shape and type promise,
-/// before anything is allocated for it (a damaged or hostile header must not ask for more).
-fn check_array_size(path: &Path, name: &str) -> Result<()> {
-    let mut archive = open_archive(path)?;
-    let mut entry =
-        archive.by_name(&format!("{name}.npy")).map_err(|_| npz_error(path, format!("has no `{name}` array")))?;
-    let header = read_npy_header(&mut entry).map_err(|reason| npz_error(path, format!("`{name}` {reason}")))?;
-    let item_bytes = header.descr.trim_start_matches(['<', '>', '|', '=']).get(1..).and_then(|n| n.parse::<u64>().ok());
-    let promised = header
-        .shape
-        .iter()
-        .try_fold(item_bytes.unwrap_or(1), |acc, &d| acc.checked_mul(d as u64))
-        .filter(|&bytes| bytes <= entry.size());
-    match promised {
-        Some(_) => Ok(()),
-        None => Err(npz_error(
-            path,
-            format!(
-                "`{name}`'s header promises shape {:?} of {} but the file holds {} bytes for it (damaged file?)",
-                header.shape,
-                header.descr,
-                entry.size()
-            ),
-        )),
+impl NpyHeader {
+    /// The bytes the header's shape and element type promise (`None` on overflow).
+    fn data_bytes(&self) -> Option<u64> {
+        let item_bytes = self.descr.trim_start_matches(['<', '>', '|', '=']).get(1..).and_then(|n| n.parse().ok());
+        self.shape.iter().try_fold(item_bytes.unwrap_or(1u64), |acc, &d| acc.checked_mul(d as u64))
     }
+}
+
+/// Checks that each array of `names` holds the bytes its header promises, before anything is
+/// allocated for it (a damaged or hostile header must not ask for more).
+fn check_array_sizes(path: &Path, archive: &mut Archive, names: &[&str]) -> Result<()> {
+    for name in names {
+        let mut entry =
+            archive.by_name(&format!("{name}.npy")).map_err(|_| npz_error(path, format!("has no `{name}` array")))?;
+        let header = read_npy_header(&mut entry).map_err(|reason| npz_error(path, format!("`{name}` {reason}")))?;
+        if header.data_bytes().is_none_or(|bytes| bytes > entry.size()) {
+            return Err(npz_error(
+                path,
+                format!(
+                    "`{name}`'s header promises shape {:?} of {} but the file holds {} bytes for it (damaged file?)",
+                    header.shape,
+                    header.descr,
+                    entry.size()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Images stored in an `.npz` file as `arr_0`, N×H×W×3 uint8 (ADM's sample and reference
@@ -125,8 +131,7 @@ impl NpzImages {
             [n, h, w, 3] if !header.fortran_order && (header.descr == "|u1" || header.descr == "<u1") => {
                 // The header's shape must fit the stored bytes: a damaged header must not make
                 // a batch buffer of absurd size.
-                let data = n.checked_mul(h).and_then(|v| v.checked_mul(w)).and_then(|v| v.checked_mul(3));
-                if data.is_none_or(|bytes| bytes as u64 > entry.size()) || h == 0 || w == 0 {
+                if header.data_bytes().is_none_or(|bytes| bytes > entry.size()) || h == 0 || w == 0 {
                     return Err(npz_error(
                         path,
                         format!(
@@ -259,8 +264,12 @@ impl EvaluationFile {
     /// Reads whichever parts `path` holds (a statistics pair counts only when both arrays are
     /// there); values that are not finite, and shapes that do not fit, are errors.
     pub fn read(path: &Path) -> Result<Self> {
-        let names = array_names(path)?;
+        let mut archive = open_archive(path)?;
+        let names = names_in(&archive);
         let has = |name: &str| names.iter().any(|n| n == name);
+        let present: Vec<&str> =
+            [MU, SIGMA, SPATIAL_MU, SPATIAL_SIGMA, POOL_FEATURES].into_iter().filter(|n| has(n)).collect();
+        check_array_sizes(path, &mut archive, &present)?;
         let pair = |mu: &str, sigma: &str| -> Result<Option<Statistics>> {
             if has(mu) && has(sigma) {
                 read_statistics_pair(path, mu, sigma).map(Some)
@@ -269,7 +278,6 @@ impl EvaluationFile {
             }
         };
         let pool_features = if has(POOL_FEATURES) {
-            check_array_size(path, POOL_FEATURES)?;
             let array = Tensor::read_npz_by_name(path, &[POOL_FEATURES])
                 .map_err(|e| npz_error(path, format!("has an unreadable `{POOL_FEATURES}` array ({e})")))?;
             let (_, dims) = array[0].dims2().map_err(|_| npz_error(path, format!("`{POOL_FEATURES}` is not 2-d")))?;
@@ -313,10 +321,8 @@ impl EvaluationFile {
     }
 }
 
-/// Reads the statistics pair `mu`, `sigma` of `path`.
+/// Reads the statistics pair `mu`, `sigma` of `path` (their sizes checked by the caller).
 fn read_statistics_pair(path: &Path, mu: &str, sigma: &str) -> Result<Statistics> {
-    check_array_size(path, mu)?;
-    check_array_size(path, sigma)?;
     let arrays = Tensor::read_npz_by_name(path, &[mu, sigma])
         .map_err(|e| npz_error(path, format!("has unreadable `{mu}`/`{sigma}` arrays ({e})")))?;
     let (mean, covariance) = (&arrays[0], &arrays[1]);

@@ -13,25 +13,33 @@ const MAX_DECODE_BYTES: u64 = 512 << 20;
 /// Decodes the PNG or JPEG at `path`; an image that declares a side over [`MAX_IMAGE_SIDE`]
 /// is refused before it is decoded.
 pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
-    let format = |reason: String| Error::Format { path: path.to_path_buf(), reason };
-    let reader = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let (width, height) = reader.into_dimensions().map_err(|e| format(format!("is not a readable image ({e})")))?;
-    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
-        return Err(format(format!(
-            "declares {width}×{height} pixels, over the limit of {MAX_IMAGE_SIDE} per side; scale it down first"
-        )));
-    }
+    use image::ImageDecoder;
+    let unreadable = |e: image::ImageError| Error::Format {
+        path: path.to_path_buf(),
+        reason: format!("is not a readable image ({e})"),
+    };
     let mut reader = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
         .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    // The header is read once; the limits apply to the decode that follows it, after the
+    // declared size has been judged here (with a message that names it).
+    reader.no_limits();
+    let mut decoder = reader.into_decoder().map_err(unreadable)?;
+    let (width, height) = decoder.dimensions();
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            reason: format!(
+                "declares {width}×{height} pixels, over the limit of {MAX_IMAGE_SIDE} per side; scale it down first"
+            ),
+        });
+    }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    reader.decode().map_err(|e| format(format!("is not a readable image ({e})")))
+    decoder.set_limits(limits).map_err(unreadable)?;
+    image::DynamicImage::from_decoder(decoder).map_err(unreadable)
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@ fn label_index(index: &str) -> Result<usize> {
     index.parse().map_err(|_| Error::Registry(format!("bad index `{index}` in the built-in ImageNet label list")))
 }
 
-fn normalise(name: &str) -> String {
+/// The form class names are compared in: trimmed, lower case, spaces and hyphens as
+/// underscores (`Golden Retriever` and `golden_retriever` are one name).
+pub fn normalise(name: &str) -> String {
     name.trim().to_lowercase().replace([' ', '-'], "_")
 }
 

@@ -103,8 +103,8 @@ impl EdmOptions {
 
     fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(Error::Option(m));
-        if self.num_steps < 2 {
-            return fail(format!("num_steps must be at least 2, got {}", self.num_steps));
+        if self.num_steps < 2 || self.num_steps > crate::MAX_STEPS {
+            return fail(format!("num_steps must be between 2 and {}, got {}", crate::MAX_STEPS, self.num_steps));
         }
         if !(self.alpha > 0.0 && self.alpha <= 1.0) {
             return fail(format!("alpha must lie in (0, 1], got {}", self.alpha));
@@ -287,5 +287,6 @@ mod tests {
         }
         assert!(EdmOptions { s_max: f64::NAN, ..EdmOptions::heun(18) }.validate().is_err());
         assert!(EdmOptions { s_churn: 40.0, s_max: f64::INFINITY, ..EdmOptions::heun(18) }.validate().is_ok());
+        assert!(EdmOptions::heun(crate::MAX_STEPS + 1).validate().is_err());
     }
 }

@@ -36,6 +36,10 @@ pub use noise::{NoiseSource, RecordedNoise, SeededNoise};
 pub use schedule::{Scaling, Schedule, VpParams};
 pub use step::{OnStep, Step};
 
+/// Most noise levels one run may take (ancestral DDPM's 1000 is well inside): a bound checked
+/// before the levels are laid out.
+pub const MAX_STEPS: usize = 10_000;
+
 /// A sampler with its settings.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sampler {

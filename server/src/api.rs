@@ -11,6 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
+use maskdit_registry::labels::normalise;
+
 use crate::gallery::Gallery;
 use crate::jobs::{Jobs, Refused};
 use crate::request::{Request, MAX_IMAGES, MAX_STEPS};
@@ -61,9 +63,10 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// A served model as `GET /api/models` describes it.
 #[derive(Serialize)]
-struct ModelView<'a> {
-    name: &'a str,
+struct ModelView {
+    name: String,
     classes: usize,
     named_classes: bool,
     steps: usize,
@@ -73,14 +76,14 @@ struct ModelView<'a> {
     max_steps: usize,
 }
 
-async fn models(State(app): State<Arc<App>>) -> Json<Vec<serde_json::Value>> {
+async fn models(State(app): State<Arc<App>>) -> Json<Vec<ModelView>> {
     let views = app
         .models
         .iter()
         .map(|m| {
             let config = m.loaded.model.config();
-            let view = ModelView {
-                name: &m.name,
+            ModelView {
+                name: m.name.clone(),
                 classes: config.num_classes,
                 named_classes: !m.class_names.is_empty(),
                 steps: m.loaded.steps,
@@ -88,8 +91,7 @@ async fn models(State(app): State<Arc<App>>) -> Json<Vec<serde_json::Value>> {
                 image_side: config.input_size * m.decoder.upscale(),
                 max_images: MAX_IMAGES,
                 max_steps: MAX_STEPS,
-            };
-            serde_json::to_value(view).unwrap_or_default()
+            }
         })
         .collect();
     Json(views)
@@ -103,13 +105,13 @@ async fn classes(State(app): State<Arc<App>>, Query(query): Query<HashMap<String
         Some(name) => app.models.iter().find(|m| &m.name == name),
     };
     let Some(served) = served else { return refuse(StatusCode::NOT_FOUND, "unknown model").into_response() };
-    let wanted = query.get("q").map(|q| q.trim().to_lowercase().replace([' ', '-'], "_")).unwrap_or_default();
+    let wanted = query.get("q").map(|q| normalise(q)).unwrap_or_default();
     let count = served.loaded.model.config().num_classes;
     let name_of = |i: usize| served.class_names.get(i).cloned().unwrap_or_else(|| i.to_string());
     let mut found: Vec<(bool, usize, String)> = (0..count)
         .filter_map(|i| {
             let name = name_of(i);
-            let key = name.to_lowercase().replace([' ', '-'], "_");
+            let key = normalise(&name);
             let hit = wanted.is_empty() || key.contains(&wanted) || i.to_string() == wanted;
             hit.then(|| (!key.starts_with(&wanted), i, name))
         })
@@ -160,9 +162,11 @@ async fn job(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
 }
 
 async fn preview(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    match app.jobs.get(&id).and_then(|job| job.preview()) {
-        Some(png) => png_response(png, None),
-        None => refuse(StatusCode::NOT_FOUND, "no preview yet").into_response(),
+    let Some(job) = app.jobs.get(&id) else { return refuse(StatusCode::NOT_FOUND, "no such job").into_response() };
+    // Encoding reads the estimate back from the device: off the async threads.
+    match tokio::task::spawn_blocking(move || job.preview()).await {
+        Ok(Some(png)) => png_response(png, None),
+        _ => refuse(StatusCode::NOT_FOUND, "no preview yet").into_response(),
     }
 }
 

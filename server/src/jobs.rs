@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::gallery::{Gallery, Record};
@@ -76,7 +77,27 @@ struct State {
     total: usize,
     images: Vec<String>,
     error: Option<String>,
-    preview: Option<Vec<u8>>,
+    preview: Option<Preview>,
+}
+
+/// The latest denoised estimate: kept as the sampler gave it while the job runs (turned into
+/// pixels only when someone asks, never on the sampler's step), and as a PNG once it ends (so
+/// that no device memory stays held).
+#[derive(Debug, Clone)]
+enum Preview {
+    /// The estimate `(N, C, H, W)` and whether it is in latent space.
+    Estimate(Tensor, bool),
+    /// The final strip.
+    Png(Vec<u8>),
+}
+
+impl Preview {
+    fn png(&self) -> Option<Vec<u8>> {
+        match self {
+            Self::Estimate(estimate, latent) => preview_png(estimate, *latent).ok(),
+            Self::Png(bytes) => Some(bytes.clone()),
+        }
+    }
 }
 
 /// Locks `mutex`, also after a panic elsewhere (the state stays usable).
@@ -87,7 +108,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Job {
     /// The latest preview (PNG), once the first step is done.
     pub fn preview(&self) -> Option<Vec<u8>> {
-        lock(&self.state).preview.clone()
+        // Encoded outside the lock: the worker's next step need not wait for it.
+        let preview = lock(&self.state).preview.clone();
+        preview?.png()
     }
 
     /// Asks the job to stop (a queued job never starts; a running one stops after its step).
@@ -138,10 +161,7 @@ impl Jobs {
     /// An empty list and the receiving end of its queue (for [`run_worker`]).
     pub fn new() -> (Self, Receiver<Arc<Job>>) {
         let (queue, receiver) = std::sync::mpsc::sync_channel(MAX_QUEUED);
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default();
+        let started = now_ms();
         let jobs = Self { list: Mutex::new(Vec::new()), queue, next: AtomicU64::new(1), run: format!("{started:x}") };
         (jobs, receiver)
     }
@@ -226,7 +246,10 @@ pub fn run_worker(receiver: Receiver<Arc<Job>>, models: Arc<Vec<ServedModel>>, g
         }
         lock(&job.state).status = Status::Running;
         let outcome = run_job(&job, &models, &gallery);
+        let last = lock(&job.state).preview.take();
+        let last = last.and_then(|preview| preview.png()).map(Preview::Png);
         let mut state = lock(&job.state);
+        state.preview = last;
         match outcome {
             Ok(images) => {
                 state.status = Status::Done;
@@ -253,13 +276,11 @@ fn run_job(job: &Job, models: &[ServedModel], gallery: &Gallery) -> Result<Vec<S
     let seeds = settings.seeds();
     let classes = settings.class.map(|c| vec![c; seeds.len()]);
     let mut on_step = |step: &maskdit_sampler::Step<'_>| {
-        let preview = preview_png(step.denoised, latent).ok();
         let mut state = lock(&job.state);
         state.done = step.done();
         state.total = step.total;
-        if preview.is_some() {
-            state.preview = preview;
-        }
+        // A handle, not a copy: the estimate is the sampler's own fresh tensor.
+        state.preview = Some(Preview::Estimate(step.denoised.clone(), latent));
         drop(state);
         if job.cancel.load(Ordering::SeqCst) {
             ControlFlow::Break(())

@@ -1,8 +1,8 @@
 //! Command-line numbers checked as they are parsed: sizes that would allocate without bound are
 //! capped (the error names the limit), and NaN is refused everywhere.
 
-/// Most noise levels of one sampler run (ancestral DDPM's 1000 is well inside).
-pub(crate) const MAX_SAMPLER_STEPS: usize = 10_000;
+/// Most noise levels of one sampler run: the sampler's own bound.
+pub(crate) const MAX_SAMPLER_STEPS: usize = maskdit_sampler::MAX_STEPS;
 /// Largest latent (or pixel-model) side: 256 latents are 2048-pixel images.
 pub(crate) const MAX_LATENT_SIZE: usize = 256;
 /// Most images handled at once by one command.

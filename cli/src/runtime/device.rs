@@ -156,14 +156,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rank_devices_follow_the_local_rank() {
-        let cuda: RankDevices = "cuda".parse().unwrap();
-        assert_eq!(cuda.for_local_rank(3).unwrap(), DeviceChoice::Cuda(3));
-        let listed: RankDevices = "cuda:0,2".parse().unwrap();
-        assert_eq!(listed.for_local_rank(1).unwrap(), DeviceChoice::Cuda(2));
+    fn rank_devices_follow_the_local_rank() -> anyhow::Result<()> {
+        let cuda: RankDevices = "cuda".parse().map_err(anyhow::Error::msg)?;
+        assert_eq!(cuda.for_local_rank(3)?, DeviceChoice::Cuda(3));
+        let listed: RankDevices = "cuda:0,2".parse().map_err(anyhow::Error::msg)?;
+        assert_eq!(listed.for_local_rank(1)?, DeviceChoice::Cuda(2));
         assert!(listed.for_local_rank(2).is_err());
-        assert_eq!("cpu".parse::<RankDevices>().unwrap().for_local_rank(5).unwrap(), DeviceChoice::Cpu);
+        let cpu: RankDevices = "cpu".parse().map_err(anyhow::Error::msg)?;
+        assert_eq!(cpu.for_local_rank(5)?, DeviceChoice::Cpu);
         assert!("cuda:1,1".parse::<RankDevices>().is_err());
         assert!("gpu".parse::<RankDevices>().is_err());
+        Ok(())
     }
 }

@@ -43,16 +43,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn outputs_onto_or_into_inputs_are_refused() {
+    fn outputs_onto_or_into_inputs_are_refused() -> Result<()> {
         let dir = std::env::temp_dir().join(format!("maskdit-outputs-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("images")).unwrap();
-        std::fs::write(dir.join("shard.safetensors"), b"x").unwrap();
+        std::fs::create_dir_all(dir.join("images"))?;
+        std::fs::write(dir.join("shard.safetensors"), b"x")?;
         let inputs = [dir.join("images"), dir.join("shard.safetensors")];
         let inputs = || inputs.iter().map(PathBuf::as_path);
         assert!(refuse_overwriting_inputs("--out", &dir.join("shard.safetensors"), inputs()).is_err());
         assert!(refuse_overwriting_inputs("--out", &dir.join("images/../shard.safetensors"), inputs()).is_err());
         assert!(refuse_overwriting_inputs("--out", &dir.join("images/stats.npz"), inputs()).is_err());
-        refuse_overwriting_inputs("--out", &dir.join("stats.npz"), inputs()).unwrap();
-        std::fs::remove_dir_all(dir).unwrap();
+        refuse_overwriting_inputs("--out", &dir.join("stats.npz"), inputs())?;
+        std::fs::remove_dir_all(dir)?;
+        Ok(())
     }
 }
