@@ -5,6 +5,8 @@
 # Hopper). The CUDA kernels of candle take about 9 minutes to build on 2 cores.
 #
 #   scripts/check-cuda.sh            # build check (cuda, nccl)
+#   CHECK_ONLY=1 scripts/check-cuda.sh  # clippy on every crate and target with the features:
+#                                       # no code generation or linking (what .ci/run does)
 #   FEATURES=cuda,nccl,cudnn scripts/check-cuda.sh
 #   PACKAGE=1 scripts/check-cuda.sh  # also stage dist/gpu/ for a GPU machine (see scripts/run-on-gpu.sh)
 #   PACKAGE=1 CUDA_RUNTIME_VERSION=12080 scripts/check-cuda.sh  # for a machine with CUDA 12.8
@@ -32,6 +34,13 @@ export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/cuda}"
 features="${FEATURES:-cuda,nccl}"
 cli_features="maskdit-cli/${features//,/,maskdit-cli/}"
+if [ "${CHECK_ONLY:-0}" = "1" ]; then
+  # Type-checks and lints every crate and target with the CUDA features, the GPU parity suite
+  # and the toolkit's kernels (compiled to PTX by nvcc in their build script) included.
+  cargo clippy --workspace --all-targets --features "$cli_features,maskdit-tests/cuda" -- -D warnings
+  echo "CUDA type check passed (features: $features, compute capability $CUDA_COMPUTE_CAP)"
+  exit 0
+fi
 if [[ ",$features," == *",nccl,"* ]] && [ "${PACKAGE:-0}" != "1" ]; then
   # The linked build links libnccl.so, which Debian does not package: take it from NVIDIA's
   # wheel on PyPI (the packaged build opens it at run time instead and needs nothing here).
@@ -110,7 +119,11 @@ if [ "${PACKAGE:-0}" = "1" ]; then
   if [ -d "$reference" ]; then
     cp -r "$reference" "$dist/reference"
   fi
-  cp scripts/bench-sampling-pytorch.py scripts/bench-inception-pytorch.py "$dist/"
+  cp scripts/bench-sampling-pytorch.py scripts/bench-inception-pytorch.py scripts/kernel-families.py "$dist/"
+  # The CUDA kernels' sources and their harness, in the layout check.py expects.
+  mkdir -p "$dist/kernels" "$dist/scripts"
+  cp -r kernels/cuda "$dist/kernels/cuda"
+  cp -r scripts/cuda-kernels "$dist/scripts/cuda-kernels"
   cp registry/assets/mnist.safetensors data/mnist/digits.safetensors scripts/run-on-gpu.sh "$dist/"
   # The CUDA binaries are ~65 MB each stripped (embedded PTX) and compress about 4x.
   tar -C dist -cJf dist/gpu.tar.xz gpu

@@ -8,9 +8,12 @@
 #
 # The steps run in priority order, each under a time limit, and a step that would not finish
 # before DEADLINE seconds (default 450) is skipped, so a short lease still returns the most
-# important figures: smoke test, parity suites, DiT-XL/2 benchmarks against PyTorch on the same
-# card (bf16, TF32), whole sampling runs, a bf16 training run on random latents, the same as
-# NCCL ranks, twice the batch in bf16, plain f32. Every
+# important figures: smoke test, the toolkit's CUDA kernels (a CuPy harness, then the parity
+# suites with MASKDIT_CUDA_KERNELS=1), DiT-XL/2 benchmarks against PyTorch on the same card (bf16
+# with candle's kernels and with ours), per-kernel tables of both (ncu, kernel-families.py), a
+# bf16 fine-tune at batch 64 with the kernels, the parity suites with candle's kernels, TF32,
+# whole sampling runs, a bf16 training run on random latents, the same as NCCL ranks, twice
+# the batch in bf16, plain f32. Every
 # command's wall time, exit status and peak device memory (nvidia-smi, polled every 100 ms: the
 # process's whole footprint, framework caches included) go to summary.tsv.
 #
@@ -21,7 +24,7 @@
 # PyTorch's nvidia-* wheels (and NCCL, linked as libnccl.so). The driver runs the sm_80 PTX of candle's kernels on newer GPUs
 # through its JIT. Variables: MASKDIT_GOLDEN (default golden:golden-uncond here),
 # MASKDIT_GOLDEN_EVAL (default golden-eval here), PYTHON
-# (default python3, with torch and timm), BATCH (default 32), DEADLINE, SKIP (step names to
+# (default python3, with torch, timm and cupy), BATCH (default 32), DEADLINE (default 480), SKIP (step names to
 # leave out, separated by spaces), FINETUNE_BATCH (default 64).
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -29,7 +32,7 @@ here=$PWD
 out="${OUT:-results}"
 mkdir -p "$out"
 started=$(date +%s)
-deadline=$((started + ${DEADLINE:-450}))
+deadline=$((started + ${DEADLINE:-480}))
 python="${PYTHON:-python3}"
 batch="${BATCH:-32}"
 summary="$out/summary.tsv"
@@ -104,15 +107,20 @@ if ! step smoke 120 ./maskdit generate --class 3 --seeds 0-3 --device cuda --out
   exit 1
 fi
 
-# 2. The parity suites on the GPU (f32 budget there: 1e-4).
+# 2. The toolkit's CUDA kernels (kernels/cuda, carried as sources): first compiled by CuPy
+# for this card and compared with numpy and PyTorch (no Rust build), then inside the binaries
+# with MASKDIT_CUDA_KERNELS=1: the kernel tests and every parity suite.
+step kernels-harness 90 "$python" scripts/cuda-kernels/check.py --gpu
 default_golden="$here/golden"
 [ -d "$here/golden-uncond" ] && default_golden="$default_golden:$here/golden-uncond"
 export MASKDIT_GOLDEN="${MASKDIT_GOLDEN:-$default_golden}"
 export MASKDIT_GOLDEN_EVAL="${MASKDIT_GOLDEN_EVAL:-$here/golden-eval}"
 export MASKDIT_DEVICE=cuda
-step parity 120 ./gpu_parity --test-threads 4 | grep -E '^test |test result|panicked|FAILED' >"$out/parity.txt"
+MASKDIT_CUDA_KERNELS=1 step parity-kernels 150 ./gpu_parity --test-threads 4 \
+  | grep -E '^test |test result|panicked|FAILED|error' >"$out/parity-kernels.txt"
 
-# 3. DiT-XL/2 at batch $batch against the official PyTorch code, same card, same work.
+# 3. DiT-XL/2 at batch $batch against the official PyTorch code, same card, same work: candle's
+# kernels, then ours switched on.
 bench_ours() {
   local name=$1
   shift
@@ -126,7 +134,44 @@ bench_torch() {
     | grep '^{' >>"$out/bench.jsonl"
 }
 bench_ours ours-bf16 --dtype bf16
+MASKDIT_CUDA_KERNELS=1 bench_ours ours-bf16-kernels --dtype bf16
 bench_torch torch-bf16 --amp bf16 --tf32
+
+# 3a. Per-kernel device times of the same work (one warm-up and one timed call of each
+# measurement, both sides), grouped into families by kernel-families.py: ours with the kernels
+# switched on, PyTorch's, then ours with candle's kernels.
+command -v ncu >/dev/null || PATH="$PATH:/usr/local/cuda/bin"
+profile() {
+  local name=$1
+  shift
+  step "$name" 180 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel --csv \
+    --log-file "$out/$name.csv" "$@" >/dev/null
+}
+bench_work=(--model DiT-XL/2 --batch "$batch" --latent-size 32 --device cuda --dtype bf16 --iters 1
+  --only forward --only forward_cfg --only train_step)
+profile kernels-ours env MASKDIT_CUDA_KERNELS=1 ./maskdit bench "${bench_work[@]}"
+profile kernels-torch "$python" reference/bench_pytorch.py --device cuda --model DiT-XL/2 --batch "$batch" --iters 1 \
+  --amp bf16 --tf32
+"$python" kernel-families.py "$out/kernels-ours.csv" "$out/kernels-torch.csv" >"$out/families.tsv" 2>&1
+profile kernels-ours-candle ./maskdit bench "${bench_work[@]}"
+"$python" kernel-families.py "$out/kernels-ours-candle.csv" "$out/kernels-torch.csv" >"$out/families-candle.tsv" 2>&1
+
+# 3b. The fine-tune recipe at the official 64 per GPU in bf16 with the kernels (30 steps).
+"$python" - <<'PY'
+import numpy as np
+from safetensors.numpy import save_file
+rng = np.random.default_rng(0)
+save_file({"moments": rng.standard_normal((256, 8, 32, 32), dtype=np.float32),
+           "labels": rng.integers(0, 1000, 256).astype(np.int64)}, "/tmp/random-latents.safetensors")
+PY
+MASKDIT_CUDA_KERNELS=1 step finetune-kernels 150 ./maskdit train --preset imagenet256-finetune \
+  --data /tmp/random-latents.safetensors --out /tmp/finetune-kernels --steps 30 --batch "${FINETUNE_BATCH:-64}" \
+  --checkpoint-every 1000 --precision bf16 --device cuda
+cp /tmp/finetune-kernels/log.jsonl "$out/finetune-kernels.jsonl" 2>/dev/null
+
+# 3c. The parity suites with candle's kernels (f32 budget on the GPU: 1e-4).
+step parity 120 ./gpu_parity --test-threads 4 --skip cuda_kernels \
+  | grep -E '^test |test result|panicked|FAILED' >"$out/parity.txt"
 bench_ours ours-tf32 --tf32
 bench_torch torch-tf32 --tf32
 
@@ -137,14 +182,7 @@ step sample-torch 120 "$python" bench-sampling-pytorch.py --reference reference 
   | grep '^{' >>"$out/bench.jsonl"
 
 # 5. bf16 training of DiT-XL/2 (the fine-tune recipe, batch 64 as per GPU in the official
-# recipe) on random latents.
-"$python" - <<'PY'
-import numpy as np
-from safetensors.numpy import save_file
-rng = np.random.default_rng(0)
-save_file({"moments": rng.standard_normal((256, 8, 32, 32), dtype=np.float32),
-           "labels": rng.integers(0, 1000, 256).astype(np.int64)}, "/tmp/random-latents.safetensors")
-PY
+# recipe) on random latents, with candle's kernels.
 step finetune 150 ./maskdit train --preset imagenet256-finetune --data /tmp/random-latents.safetensors \
   --out /tmp/finetune --steps 100 --batch "${FINETUNE_BATCH:-64}" --checkpoint-every 1000 --precision bf16 --device cuda
 cp /tmp/finetune/log.jsonl "$out/finetune.jsonl" 2>/dev/null

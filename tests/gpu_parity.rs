@@ -2,6 +2,8 @@
 //! (one ~65 MB CUDA binary instead of four). Built only with the `cuda` feature:
 //! `cargo test -p maskdit-tests --features cuda --test gpu_parity --no-run`.
 
+#[path = "cuda_kernels.rs"]
+mod cuda_kernels;
 #[path = "parity_eval.rs"]
 mod parity_eval;
 #[path = "parity_model.rs"]

@@ -3,18 +3,28 @@
 //! so no q/k/v copies, no transposes and no stored score matrices. The backward pass recomputes
 //! the attention weights of a head instead of keeping them from the forward pass.
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor};
 
 use super::product::{self, Operand, Threads};
 use super::{contiguous_slice, fast_exp, Backend, Pass, SharedMut};
 
 /// `(N, L, 3·width)` packed `[q | k | v]` (heads side by side in each) → `(N, L, width)`, the
 /// heads' outputs side by side, `softmax(q·kᵀ/√d)·v` per head. For f32 on the CPU one fused op
-/// (differentiable); elsewhere candle's matrix products around its fused softmax, which has a
-/// backward pass attached for [`Pass::Training`].
+/// (differentiable); with the CUDA kernels, for bf16 with heads of at most
+/// [`CUDA_MAX_HEAD_DIM`] features, kernels on the tensor cores that store no scores (three more
+/// for the backward pass); elsewhere candle's matrix products around its fused softmax, which
+/// has a backward pass attached for [`Pass::Training`].
 pub fn attention(qkv: &Tensor, heads: usize, pass: Pass) -> candle_core::Result<Tensor> {
-    if Backend::of(&[qkv]) == Backend::CpuF32 {
-        return qkv.contiguous()?.apply_op1(Attention { heads });
+    match Backend::of(&[qkv]) {
+        Backend::CpuF32 => return qkv.contiguous()?.apply_op1(Attention { heads }),
+        Backend::Cuda if qkv.dtype() == DType::BF16 && qkv.dim(2)? / 3 / heads.max(1) <= CUDA_MAX_HEAD_DIM => {
+            let op = Attention { heads };
+            return match pass {
+                Pass::Inference => qkv.contiguous()?.apply_op1_no_bwd(&op),
+                Pass::Training => qkv.contiguous()?.apply_op1(op),
+            };
+        }
+        _ => {}
     }
     let (n, l, packed) = qkv.dims3()?;
     let (width, head_dim) = (packed / 3, packed / 3 / heads.max(1));
@@ -29,6 +39,9 @@ pub fn attention(qkv: &Tensor, heads: usize, pass: Pass) -> candle_core::Result<
     };
     weights.matmul(&v)?.transpose(1, 2)?.reshape((n, l, width))
 }
+
+/// The widest head the CUDA attention kernel takes (XL/2's 72, padded to 80).
+pub const CUDA_MAX_HEAD_DIM: usize = 80;
 
 struct Attention {
     heads: usize,
@@ -62,6 +75,17 @@ impl Dims {
     /// Element offset of head `head`'s first output feature of sample `sample`.
     fn out_offset(&self, sample: usize, head: usize) -> usize {
         sample * self.tokens * self.width + head * self.head_dim
+    }
+
+    /// The same geometry for the CUDA kernels.
+    #[cfg(feature = "cuda")]
+    fn cuda(&self) -> crate::cuda::AttentionShape {
+        crate::cuda::AttentionShape {
+            batch: self.batch,
+            tokens: self.tokens,
+            heads: self.heads,
+            head_dim: self.head_dim,
+        }
     }
 
     fn scale(&self) -> f32 {
@@ -163,18 +187,46 @@ impl CustomOp1 for Attention {
         Ok((CpuStorage::F32(out), Shape::from((dims.batch, dims.tokens, dims.width))))
     }
 
-    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let grad_qkv = qkv.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &AttentionGrad { heads: self.heads })?;
+    /// bf16 only ([`attention`] sends nothing else here): one block per 32 queries of one head
+    /// of one sample, the head dimension padded to 32, 64 or 80.
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let dims = Dims::of(layout, self.heads, self.name())?;
+        let out = crate::cuda::attention_forward(dims.cuda(), (storage, layout))?;
+        Ok((out, Shape::from((dims.batch, dims.tokens, dims.width))))
+    }
+
+    fn bwd(&self, qkv: &Tensor, out: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let op = AttentionGrad { heads: self.heads };
+        let grad_qkv = qkv.contiguous()?.apply_op3_no_bwd(&out.contiguous()?, &grad.contiguous()?, &op)?;
         Ok(Some(grad_qkv))
     }
 }
 
-/// `(qkv, ∂out)` → `∂qkv` of [`Attention`].
+/// `(qkv, out, ∂out)` → `∂qkv` of [`Attention`]. The CPU recomputes each head's weights and
+/// needs no `out`; the CUDA kernels take Δ = Σ ∂o·o from it.
 struct AttentionGrad {
     heads: usize,
 }
 
-impl CustomOp2 for AttentionGrad {
+impl AttentionGrad {
+    /// The geometry, with the output and its gradient checked against it.
+    fn dims(&self, qkv: &Layout, out: &Layout, grad: &Layout) -> candle_core::Result<Dims> {
+        let dims = Dims::of(qkv, self.heads, self.name())?;
+        for (what, layout) in [("output", out), ("gradient", grad)] {
+            if layout.shape().dims() != [dims.batch, dims.tokens, dims.width] {
+                bail!("{}: {what} {:?} against qkv {:?}", self.name(), layout.shape(), qkv.shape());
+            }
+        }
+        Ok(dims)
+    }
+}
+
+impl CustomOp3 for AttentionGrad {
     fn name(&self) -> &'static str {
         "attention-grad"
     }
@@ -183,15 +235,14 @@ impl CustomOp2 for AttentionGrad {
         &self,
         s1: &CpuStorage,
         l1: &Layout,
-        s2: &CpuStorage,
+        _s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let dims = Dims::of(l1, self.heads, self.name())?;
-        if l2.shape().dims() != [dims.batch, dims.tokens, dims.width] {
-            bail!("{}: gradient {:?} against qkv {:?}", self.name(), l2.shape(), l1.shape());
-        }
+        let dims = self.dims(l1, l2, l3)?;
         let qkv = contiguous_slice(s1, l1, self.name())?;
-        let grad_out = contiguous_slice(s2, l2, self.name())?;
+        let grad_out = contiguous_slice(s3, l3, self.name())?;
         let mut grad_qkv = vec![0f32; qkv.len()];
         let grad_ptr = SharedMut(grad_qkv.as_mut_ptr());
         let (l, d, w, row) = (dims.tokens, dims.head_dim, dims.width, 3 * dims.width);
@@ -221,6 +272,21 @@ impl CustomOp2 for AttentionGrad {
             }
         });
         Ok((CpuStorage::F32(grad_qkv), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let dims = self.dims(l1, l2, l3)?;
+        let grad_qkv = crate::cuda::attention_backward(dims.cuda(), (s1, l1), (s2, l2), (s3, l3))?;
+        Ok((grad_qkv, l1.shape().clone()))
     }
 }
 

@@ -20,10 +20,10 @@ fn inner(x: f32) -> f32 {
     SQRT_2_OVER_PI * (x + KAPPA * x * x * x)
 }
 
-/// Tanh-approximated GELU; differentiable, and fused for f32 on the CPU.
+/// Tanh-approximated GELU; differentiable, and fused for f32 on the CPU and with the CUDA kernels.
 pub fn gelu_tanh(x: &Tensor) -> candle_core::Result<Tensor> {
     match Backend::of(&[x]) {
-        Backend::CpuF32 => x.contiguous()?.apply_op1(GeluTanh),
+        Backend::CpuF32 | Backend::Cuda => x.contiguous()?.apply_op1(GeluTanh),
         Backend::Candle => x.gelu(),
     }
 }
@@ -41,6 +41,25 @@ impl CustomOp1 for GeluTanh {
                 *y = 0.5 * v * (1.0 + tanh(inner(v)));
             }
         })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::{elementwise, map, Module, Scalar};
+        let total = layout.shape().elem_count();
+        let out = map(
+            Module::Gelu,
+            "gelu_tanh_forward",
+            &[(storage, layout)],
+            total,
+            elementwise(total),
+            &[Scalar::size(total)],
+        )?;
+        Ok((out, layout.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -70,6 +89,22 @@ impl CustomOp2 for GeluTanhGrad {
                 *d = gv * slope;
             }
         })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::{elementwise, map, Module, Scalar};
+        crate::same_shape(self.name(), l1, l2)?;
+        let total = l1.shape().elem_count();
+        let inputs = [(s1, l1), (s2, l2)];
+        let out = map(Module::Gelu, "gelu_tanh_backward", &inputs, total, elementwise(total), &[Scalar::size(total)])?;
+        Ok((out, l1.shape().clone()))
     }
 }
 

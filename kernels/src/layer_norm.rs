@@ -4,11 +4,12 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
 use super::{last_dim, map_row_pairs, map_rows, Backend, Pass};
 
-/// Layer norm over the last dimension, `(x − mean) / √(var + eps)`: fused for f32 on the CPU,
-/// elsewhere candle's kernel (with a backward pass attached for [`Pass::Training`]).
+/// Layer norm over the last dimension, `(x − mean) / √(var + eps)`: fused for f32 on the CPU and
+/// with the CUDA kernels, elsewhere candle's kernel (with a backward pass attached for
+/// [`Pass::Training`]).
 pub fn layer_norm(x: &Tensor, eps: f32, pass: Pass) -> candle_core::Result<Tensor> {
     match (Backend::of(&[x]), pass) {
-        (Backend::CpuF32, _) => x.contiguous()?.apply_op1(LayerNorm { eps }),
+        (Backend::CpuF32 | Backend::Cuda, _) => x.contiguous()?.apply_op1(LayerNorm { eps }),
         (Backend::Candle, Pass::Training) => super::attached::layer_norm(x, eps),
         (Backend::Candle, Pass::Inference) => {
             let width = last_dim(x.layout());
@@ -46,6 +47,20 @@ impl CustomOp1 for LayerNorm {
         })
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::{map, per_row, Module, Scalar};
+        let (cols, total) = (last_dim(layout), layout.shape().elem_count());
+        let config = per_row(total / cols.max(1), cols)?;
+        let scalars = [Scalar::count(cols)?, Scalar::F32(self.eps)];
+        let out = map(Module::LayerNorm, "layer_norm_forward", &[(storage, layout)], total, config, &scalars)?;
+        Ok((out, layout.shape().clone()))
+    }
+
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &LayerNormGrad { eps: self.eps })?))
     }
@@ -77,6 +92,23 @@ impl CustomOp2 for LayerNormGrad {
                 *d = rstd * (gv - grad_mean - (v - mean) * rstd * dot_mean);
             }
         })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::{map, per_row, Module, Scalar};
+        crate::same_shape(self.name(), l1, l2)?;
+        let (cols, total) = (last_dim(l1), l1.shape().elem_count());
+        let config = per_row(total / cols.max(1), cols)?;
+        let scalars = [Scalar::count(cols)?, Scalar::F32(self.eps)];
+        let out = map(Module::LayerNorm, "layer_norm_backward", &[(s1, l1), (s2, l2)], total, config, &scalars)?;
+        Ok((out, l1.shape().clone()))
     }
 }
 

@@ -4,9 +4,11 @@
 //!
 //! [`Backend::of`] alone decides which implementation runs. For f32 on the CPU each operation is
 //! a candle custom op whose forward pass is one sweep over the data, spread over candle's CPU
-//! worker pool, and whose backward pass is another fused op. For other devices and dtypes
-//! layer norm and attention's softmax use candle's fused kernels (with a backward pass attached when a
-//! [`Pass::Training`] needs one), the rest compositions of candle ops.
+//! worker pool, and whose backward pass is another fused op. On CUDA, with the toolkit's kernels
+//! switched on ([`CUDA_KERNELS_VARIABLE`]), the same custom ops run the kernels of
+//! `kernels/cuda/` for f32 and bf16. Otherwise layer norm and attention's softmax use candle's
+//! fused kernels (with a backward pass attached when a [`Pass::Training`] needs one), the rest
+//! compositions of candle ops. [`memory_pool`] keeps the CUDA device's memory between steps.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -14,18 +16,21 @@
 mod attached;
 mod attention;
 mod backend;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod fast_exp;
 mod gelu;
 mod layer_norm;
 mod linear;
+pub mod memory_pool;
 mod modulation;
 mod product;
 mod reduce;
 pub mod updates;
 mod wide;
 
-pub use attention::attention;
-pub use backend::{Backend, Pass};
+pub use attention::{attention, CUDA_MAX_HEAD_DIM};
+pub use backend::{Backend, Pass, CUDA_KERNELS_VARIABLE};
 pub use gelu::gelu_tanh;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
@@ -103,6 +108,14 @@ impl<T> SharedMut<T> {
     }
 }
 
+/// Refuses two operands of different shapes.
+fn same_shape(op: &str, l1: &Layout, l2: &Layout) -> candle_core::Result<()> {
+    if l1.shape() != l2.shape() {
+        bail!("{op}: shapes {:?} and {:?} differ", l1.shape(), l2.shape());
+    }
+    Ok(())
+}
+
 /// Width of the last dimension of `layout`'s shape (1 for a scalar).
 fn last_dim(layout: &Layout) -> usize {
     layout.shape().dims().last().copied().unwrap_or(1)
@@ -130,9 +143,7 @@ fn map_row_pairs(
     row_len: usize,
     f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
 ) -> candle_core::Result<(CpuStorage, candle_core::Shape)> {
-    if l1.shape() != l2.shape() {
-        bail!("{op}: shapes {:?} and {:?} differ", l1.shape(), l2.shape());
-    }
+    same_shape(op, l1, l2)?;
     let (a, b) = (contiguous_slice(s1, l1, op)?, contiguous_slice(s2, l2, op)?);
     let out = output(a.len(), row_len, |row, out| {
         let range = row * row_len..row * row_len + out.len();

@@ -18,12 +18,12 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> candle_core
         None => &[x, weight],
     };
     match (Backend::of(operands), bias) {
-        (Backend::CpuF32, Some(bias)) => {
+        (Backend::CpuF32 | Backend::Cuda, Some(bias)) => {
             x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LinearWithBias)
         }
         (Backend::CpuF32, None) => x.contiguous()?.apply_op2(&weight.contiguous()?, MatmulTransposed),
         (Backend::Candle, Some(bias)) => x.matmul(&weight.t()?)?.broadcast_add(bias),
-        (Backend::Candle, None) => x.matmul(&weight.t()?),
+        (Backend::Candle | Backend::Cuda, None) => x.matmul(&weight.t()?),
     }
 }
 
@@ -115,6 +115,38 @@ impl CustomOp3 for LinearWithBias {
             );
         }
         Ok((CpuStorage::F32(dst), Shape::from((rows, out))))
+    }
+
+    /// cuBLAS's product (through candle's storage), then one kernel adds the bias.
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::{elementwise, map, Module, Scalar};
+        let (rows, out, inner) = product_dims(self.name(), l1, l2)?;
+        if l3.shape().elem_count() != out {
+            bail!("{}: bias {:?} for weight {:?}", self.name(), l3.shape(), l2.shape());
+        }
+        let product = s1.matmul(s2, (1, rows, out, inner), l1, &l2.transpose(0, 1)?)?;
+        let shape = Shape::from((rows, out));
+        let product_layout = Layout::contiguous(&shape);
+        let total = rows * out;
+        let inputs = [(&product, &product_layout), (s3, l3)];
+        let y = map(
+            Module::Bias,
+            "add_bias",
+            &inputs,
+            total,
+            elementwise(total),
+            &[Scalar::size(total), Scalar::size(out)],
+        )?;
+        Ok((y, shape))
     }
 
     fn bwd(

@@ -8,7 +8,9 @@ use super::{contiguous_slice, output, Backend};
 /// `x · (1 + scale) + shift` with `x` `(N, L, D)` and `shift`, `scale` `(N, D)`.
 pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> candle_core::Result<Tensor> {
     match Backend::of(&[x, shift, scale]) {
-        Backend::CpuF32 => x.contiguous()?.apply_op3(&shift.contiguous()?, &scale.contiguous()?, Modulate),
+        Backend::CpuF32 | Backend::Cuda => {
+            x.contiguous()?.apply_op3(&shift.contiguous()?, &scale.contiguous()?, Modulate)
+        }
         Backend::Candle => {
             let scale = (scale.unsqueeze(1)? + 1.0)?;
             x.broadcast_mul(&scale)?.broadcast_add(&shift.unsqueeze(1)?)
@@ -19,7 +21,9 @@ pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> candle_core::Resu
 /// `x + h · gate` with `x`, `h` `(N, L, D)` and `gate` `(N, D)`.
 pub fn gated_residual(x: &Tensor, h: &Tensor, gate: &Tensor) -> candle_core::Result<Tensor> {
     match Backend::of(&[x, h, gate]) {
-        Backend::CpuF32 => x.contiguous()?.apply_op3(&h.contiguous()?, &gate.contiguous()?, GatedResidual),
+        Backend::CpuF32 | Backend::Cuda => {
+            x.contiguous()?.apply_op3(&h.contiguous()?, &gate.contiguous()?, GatedResidual)
+        }
         Backend::Candle => x + h.broadcast_mul(&gate.unsqueeze(1)?)?,
     }
 }
@@ -65,6 +69,26 @@ impl CustomOp3 for Modulate {
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::{elementwise, map, Module, Scalar};
+        let (_, l, d) = dims(self.name(), l1, l2)?;
+        dims(self.name(), l1, l3)?;
+        let total = l1.shape().elem_count();
+        let scalars = [Scalar::size(total), Scalar::size(l), Scalar::size(d)];
+        let inputs = [(s1, l1), (s2, l2), (s3, l3)];
+        let out = map(Module::Tokens, "modulate", &inputs, total, elementwise(total), &scalars)?;
+        Ok((out, l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -94,9 +118,7 @@ impl CustomOp3 for GatedResidual {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
-            candle_core::bail!("{}: shapes {:?} and {:?} differ", self.name(), l1.shape(), l2.shape());
-        }
+        crate::same_shape(self.name(), l1, l2)?;
         let (_, l, d) = dims(self.name(), l1, l3)?;
         let x = contiguous_slice(s1, l1, self.name())?;
         let h = contiguous_slice(s2, l2, self.name())?;
@@ -110,6 +132,26 @@ impl CustomOp3 for GatedResidual {
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::{elementwise, map, Module, Scalar};
+        crate::same_shape(self.name(), l1, l2)?;
+        let (_, l, d) = dims(self.name(), l1, l3)?;
+        let total = l1.shape().elem_count();
+        let scalars = [Scalar::size(total), Scalar::size(l), Scalar::size(d)];
+        let inputs = [(s1, l1), (s2, l2), (s3, l3)];
+        let out = map(Module::Tokens, "gated_residual", &inputs, total, elementwise(total), &scalars)?;
+        Ok((out, l1.shape().clone()))
     }
 
     fn bwd(
@@ -158,6 +200,22 @@ impl CustomOp2 for ScaleTokens {
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::{elementwise, map, Module, Scalar};
+        let (_, l, d) = dims(self.name(), l1, l2)?;
+        let total = l1.shape().elem_count();
+        let scalars = [Scalar::F32(self.offset), Scalar::size(total), Scalar::size(l), Scalar::size(d)];
+        let out = map(Module::Tokens, "scale_tokens", &[(s1, l1), (s2, l2)], total, elementwise(total), &scalars)?;
+        Ok((out, l1.shape().clone()))
     }
 }
 

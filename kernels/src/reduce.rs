@@ -72,6 +72,20 @@ impl CustomOp1 for SumMiddle {
         let ((outer, middle, inner), shape) = self.shapes(layout.shape());
         Ok((sum_middle(a, None, outer, middle, inner), shape))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::{map, over_middle, Module, Scalar};
+        let ((outer, middle, inner), shape) = self.shapes(layout.shape());
+        let config = over_middle(outer, inner)?;
+        let scalars = [Scalar::count(middle)?, Scalar::count(inner)?];
+        let out = map(Module::Tokens, "sum_middle", &[(storage, layout)], outer * inner, config, &scalars)?;
+        Ok((out, shape))
+    }
 }
 
 /// `Σ_L a·b` per sample: `(N, L, D)`, `(N, L, D)` → `(N, D)`.
@@ -89,13 +103,28 @@ impl CustomOp2 for DotOverTokens {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
-            candle_core::bail!("{}: shapes {:?} and {:?} differ", self.name(), l1.shape(), l2.shape());
-        }
+        crate::same_shape(self.name(), l1, l2)?;
         let a = contiguous_slice(s1, l1, self.name())?;
         let b = contiguous_slice(s2, l2, self.name())?;
         let (outer, middle, inner) = split(l1.shape(), 1);
         Ok((sum_middle(a, Some(b), outer, middle, inner), Shape::from((outer, inner))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::{map, over_middle, Module, Scalar};
+        crate::same_shape(self.name(), l1, l2)?;
+        let (outer, middle, inner) = split(l1.shape(), 1);
+        let config = over_middle(outer, inner)?;
+        let scalars = [Scalar::count(middle)?, Scalar::count(inner)?];
+        let out = map(Module::Tokens, "dot_middle", &[(s1, l1), (s2, l2)], outer * inner, config, &scalars)?;
+        Ok((out, Shape::from((outer, inner))))
     }
 }
 

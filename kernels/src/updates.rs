@@ -1,6 +1,7 @@
 //! The optimiser's and the EMA's updates of one tensor. For f32 on the CPU each is a
-//! single in-place sweep that rewrites the tensor's storage; elsewhere a chain of candle
-//! operations builds the new tensor.
+//! single in-place sweep that rewrites the tensor's storage; with the CUDA kernels one launch
+//! rewrites a parameter and both its moments (and one more the EMA); elsewhere a chain of
+//! candle operations builds the new tensor.
 
 use candle_core::{bail, CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 
@@ -54,6 +55,20 @@ pub fn adamw(
             };
             param.as_tensor().inplace_op3(first, second, &update)
         }
+        Backend::Cuda => {
+            let update = FusedAdamW {
+                grad: grad.clone(),
+                first_weight: (1.0 - hyper.beta1) as f32,
+                second_keep: hyper.beta2 as f32,
+                second_weight: (1.0 - hyper.beta2) as f32,
+                decay: (1.0 - hyper.lr * hyper.weight_decay) as f32,
+                decays: hyper.weight_decay > 0.0,
+                step_size: (hyper.lr / correction1) as f32,
+                correction2_sqrt: correction2.sqrt() as f32,
+                eps: hyper.eps as f32,
+            };
+            param.as_tensor().inplace_op3(first, second, &update)
+        }
         Backend::Candle => {
             let m = ((&*first * hyper.beta1)? + (grad * (1.0 - hyper.beta1))?)?;
             let v = ((&*second * hyper.beta2)? + (grad.sqr()? * (1.0 - hyper.beta2))?)?;
@@ -75,7 +90,7 @@ pub fn adamw(
 /// `average ← decay·average + (1 − decay)·value`, detached from any gradient graph.
 pub fn ema(average: &mut Tensor, value: &Tensor, decay: f64) -> candle_core::Result<()> {
     match Backend::in_place(&[average, value]) {
-        Backend::CpuF32 => average.inplace_op2(value, &Average::Values { decay }),
+        Backend::CpuF32 | Backend::Cuda => average.inplace_op2(value, &Average::Values { decay }),
         Backend::Candle => {
             *average = ((&*average * decay)? + (value.detach() * (1.0 - decay))?)?.detach();
             Ok(())
@@ -146,6 +161,25 @@ impl InplaceOp2 for Average {
         });
         Ok(())
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &mut candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        use crate::cuda::{update, Module, Scalar};
+        // The kernel's `kind`: 0 values, 1 squares, 2 lerp, with the CPU's f32 weights.
+        let (keep, take, kind) = match *self {
+            Self::Values { decay } => (decay as f32, (1.0 - decay) as f32, 0),
+            Self::Squares { decay } => (decay as f32, (1.0 - decay) as f32, 1),
+            Self::Lerp { decay } => (decay as f32, (1.0 - decay) as f32, 2),
+        };
+        let scalars = [Scalar::F32(keep), Scalar::F32(take), Scalar::I32(kind)];
+        update(Module::Updates, "running_average_f32", (s1, l1), &[(s2, l2)], &scalars)
+    }
 }
 
 /// The AdamW parameter update from already-updated moments `(m, v)`, in PyTorch's order:
@@ -196,5 +230,75 @@ impl InplaceOp3 for AdamWUpdate {
             }
         });
         Ok(())
+    }
+}
+
+/// One whole AdamW step on CUDA: the parameter (the in-place target) and both moments (the two
+/// operands, rewritten by the same launch) from the gradient, with the CPU update's arithmetic.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct FusedAdamW {
+    /// The gradient, read by the kernel.
+    grad: Tensor,
+    /// `1 − β₁`.
+    first_weight: f32,
+    /// `β₂`.
+    second_keep: f32,
+    /// `1 − β₂`.
+    second_weight: f32,
+    /// `1 − lr·wd`.
+    decay: f32,
+    /// Whether weight decay applies.
+    decays: bool,
+    /// `lr / c₁`.
+    step_size: f32,
+    /// `√c₂`.
+    correction2_sqrt: f32,
+    /// Denominator epsilon.
+    eps: f32,
+}
+
+impl InplaceOp3 for FusedAdamW {
+    fn name(&self) -> &'static str {
+        "adamw-fused-in-place"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &mut CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<()> {
+        bail!("{} runs on CUDA only (the CPU updates the moments first, then AdamWUpdate)", self.name())
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &mut candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<()> {
+        use crate::cuda::{update, Module, Scalar};
+        let (grad_storage, grad_layout) = self.grad.storage_and_layout();
+        let candle_core::Storage::Cuda(grad) = &*grad_storage else {
+            bail!("{}: the gradient is not on the GPU", self.name())
+        };
+        let scalars = [
+            Scalar::F32(self.first_weight),
+            Scalar::F32(self.second_keep),
+            Scalar::F32(self.second_weight),
+            Scalar::F32(self.decay),
+            Scalar::I32(i32::from(self.decays)),
+            Scalar::F32(self.step_size),
+            Scalar::F32(self.correction2_sqrt),
+            Scalar::F32(self.eps),
+        ];
+        update(Module::Updates, "adamw_f32", (s1, l1), &[(s2, l2), (s3, l3), (grad, grad_layout)], &scalars)
     }
 }

@@ -15,7 +15,7 @@ use maskdit_train::{AdamW, AdamWConfig, EdmLoss, Precision, TrainableModel};
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
-use crate::runtime::device::{DTypeChoice, DeviceChoice};
+use crate::runtime::device::{peak_device_mib, DTypeChoice, DeviceChoice};
 
 /// Options of `maskdit bench`.
 #[derive(Debug, Args)]
@@ -117,6 +117,22 @@ struct Row {
     flops: f64,
     /// Images per second, for the rows of a whole sampling run.
     images_per_second: Option<f64>,
+    /// The most memory the CUDA device's pool held during the measurement, in MiB.
+    peak_device_mib: Option<f64>,
+}
+
+/// Runs `measure` with the device pool's peak counted from it alone (the memory an earlier
+/// measurement left in the pool is handed back first) and records that peak in its rows.
+fn with_peak_memory(device: &Device, measure: impl FnOnce() -> Result<Vec<Row>>) -> Result<Vec<Row>> {
+    maskdit_kernels::memory_pool::release_unused(device)?;
+    maskdit_kernels::memory_pool::reset_peak_memory(device)?;
+    let mut rows = measure()?;
+    device.synchronize()?;
+    let peak = peak_device_mib(device)?;
+    for row in &mut rows {
+        row.peak_device_mib = peak;
+    }
+    Ok(rows)
 }
 
 /// The model and inputs every measurement shares.
@@ -168,6 +184,7 @@ impl Workload {
             spread,
             flops: 2.0 * (SIDE as f64).powi(3),
             images_per_second: None,
+            peak_device_mib: None,
         })
     }
 
@@ -185,6 +202,7 @@ impl Workload {
             spread,
             flops: forward_flops(&self.config, evaluated, self.tokens()),
             images_per_second: None,
+            peak_device_mib: None,
         })
     }
 
@@ -204,7 +222,15 @@ impl Workload {
             Ok(())
         })?;
         let flops = train_step_flops(&self.config, n, kept_tokens(l, ratio));
-        Ok(Row { what: "train_step", mask_ratio: Some(ratio), seconds: t, spread, flops, images_per_second: None })
+        Ok(Row {
+            what: "train_step",
+            mask_ratio: Some(ratio),
+            seconds: t,
+            spread,
+            flops,
+            images_per_second: None,
+            peak_device_mib: None,
+        })
     }
 
     /// The pipeline of the sampling measurements: guidance 1.5, EDM Heun over `levels` noise
@@ -231,7 +257,15 @@ impl Workload {
             Ok(())
         })?;
         let flops = 3.0 * forward_flops(&self.config, 2 * self.batch(), self.tokens());
-        Ok(Row { what: "sample_step", mask_ratio: None, seconds: t, spread, flops, images_per_second: None })
+        Ok(Row {
+            what: "sample_step",
+            mask_ratio: None,
+            seconds: t,
+            spread,
+            flops,
+            images_per_second: None,
+            peak_device_mib: None,
+        })
     }
 
     /// Times whole sampling runs ([`Measurement::Sample`]): the denoising and the decode, each
@@ -293,6 +327,7 @@ impl Workload {
                 spread: denoise,
                 flops,
                 images_per_second: per_second,
+                peak_device_mib: None,
             },
             Row {
                 what: "vae_decode",
@@ -301,6 +336,7 @@ impl Workload {
                 spread: decode,
                 flops: 0.0,
                 images_per_second: per_second,
+                peak_device_mib: None,
             },
         ])
     }
@@ -325,6 +361,7 @@ fn inception(args: &BenchArgs) -> Result<Row> {
         spread,
         flops: 0.0,
         images_per_second: Some(args.batch as f64 / t),
+        peak_device_mib: None,
     })
 }
 
@@ -336,7 +373,11 @@ fn report(args: &BenchArgs, rows: &[Row]) {
         for r in rows {
             let mut line = serde_json::json!({"what": r.what, "seconds": r.seconds, "gflops": r.flops / 1e9,
                 "peak_rss_mb": rss, "model": args.model, "batch": n, "device": args.device.to_string(),
-                "dtype": args.dtype.to_string(), "runs": r.spread});
+                "dtype": args.dtype.to_string(), "runs": r.spread,
+                "cuda_kernels": maskdit_kernels::Backend::cuda_kernels_enabled()});
+            if let Some(peak) = r.peak_device_mib {
+                line["peak_device_mib"] = serde_json::json!(peak);
+            }
             if let Some(m) = r.mask_ratio {
                 line["mask_ratio"] = serde_json::json!(m);
             }
@@ -361,6 +402,9 @@ fn report(args: &BenchArgs, rows: &[Row]) {
         let runs: Vec<String> = r.spread.iter().map(|t| format!("{t:.2}")).collect();
         let (gflop, rate) = (r.flops / 1e9, r.flops / 1e9 / r.seconds);
         println!("{:<12} {mask:>6} {:>10.3} {gflop:>10.1} {rate:>10.1}  {}", r.what, r.seconds, runs.join(" "));
+        if let Some(peak) = r.peak_device_mib {
+            println!("{:<12} peak device memory {peak:.0} MiB", "");
+        }
     }
     // The sample and decode rows share one rate (both together).
     for r in rows.iter().filter(|r| r.what != "vae_decode") {
@@ -394,25 +438,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let work = Workload::new(&args)?;
     let wanted = |m: Measurement| args.only.is_empty() || args.only.contains(&m);
+    let device = &work.device;
     if wanted(Measurement::Gemm) {
-        rows.push(work.gemm(args.iters)?);
+        rows.extend(with_peak_memory(device, || Ok(vec![work.gemm(args.iters)?]))?);
     }
     if wanted(Measurement::Forward) {
-        rows.push(work.forward(args.iters, 1.0)?);
+        rows.extend(with_peak_memory(device, || Ok(vec![work.forward(args.iters, 1.0)?]))?);
     }
     if wanted(Measurement::ForwardCfg) {
-        rows.push(work.forward(args.iters, 1.5)?);
+        rows.extend(with_peak_memory(device, || Ok(vec![work.forward(args.iters, 1.5)?]))?);
     }
     if wanted(Measurement::TrainStep) {
-        rows.push(work.train_step(args.iters, 0.5)?);
-        rows.push(work.train_step(args.iters, 0.0)?);
+        rows.extend(with_peak_memory(device, || Ok(vec![work.train_step(args.iters, 0.5)?]))?);
+        rows.extend(with_peak_memory(device, || Ok(vec![work.train_step(args.iters, 0.0)?]))?);
     }
     if wanted(Measurement::SampleStep) {
-        rows.push(work.sample_step(args.iters)?);
+        rows.extend(with_peak_memory(device, || Ok(vec![work.sample_step(args.iters)?]))?);
     }
     // A whole sampling run takes minutes on the CPU: only when asked for.
     if args.only.contains(&Measurement::Sample) {
-        rows.extend(work.sample(args.iters)?);
+        rows.extend(with_peak_memory(device, || work.sample(args.iters))?);
     }
     report(&args, &rows);
     Ok(())

@@ -415,8 +415,11 @@ fn train_loop(
         let report = trainer.train_step()?;
         let rate = (report.step - first_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         if main {
-            let line = serde_json::json!({"step": report.step, "loss": report.loss, "lr": report.lr,
+            let mut line = serde_json::json!({"step": report.step, "loss": report.loss, "lr": report.lr,
                 "mask_ratio": report.mask_ratio, "steps_per_s": rate});
+            if let Some(peak) = crate::runtime::device::peak_device_mib(device)? {
+                line["peak_device_mib"] = serde_json::json!(peak);
+            }
             run.append_log(&line).context("cannot write the training log")?;
         }
         bar.set_message(format!("loss {:.4}", report.loss));

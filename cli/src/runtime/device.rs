@@ -39,7 +39,7 @@ impl std::fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
-    /// Opens the device.
+    /// Opens the device; a CUDA device keeps the memory it frees in its pool between steps.
     pub fn open(self) -> Result<Device> {
         match self {
             Self::Cpu => Ok(Device::Cpu),
@@ -50,10 +50,21 @@ impl DeviceChoice {
                          or use --device cpu"
                     );
                 }
-                Device::new_cuda(index).with_context(|| format!("cannot open CUDA device {index}"))
+                let device = Device::new_cuda(index).with_context(|| format!("cannot open CUDA device {index}"))?;
+                // Memory freed in one step is reused by the next instead of mapped again.
+                maskdit_kernels::memory_pool::keep_memory_pool(&device)
+                    .with_context(|| format!("cannot configure the memory pool of CUDA device {index}"))?;
+                Ok(device)
             }
         }
     }
+}
+
+/// The most memory the CUDA device's pool has held (since the start, or since
+/// [`maskdit_kernels::memory_pool::reset_peak_memory`]), in MiB; `None` on the CPU.
+pub fn peak_device_mib(device: &Device) -> Result<Option<f64>> {
+    let peak = maskdit_kernels::memory_pool::peak_memory(device).context("cannot read the device's memory pool")?;
+    Ok(peak.map(|bytes| bytes as f64 / (1u64 << 20) as f64))
 }
 
 /// Number format of the weights and activations.
