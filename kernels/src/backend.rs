@@ -73,3 +73,22 @@ pub enum Pass {
     /// Every operation backpropagates.
     Training,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Backend;
+    use candle_core::{DType, Device, Tensor};
+
+    #[test]
+    fn f32_on_the_cpu_takes_the_fused_kernels_and_anything_else_candle() {
+        let f32 = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
+        let bf16 = f32.to_dtype(DType::BF16).unwrap();
+        assert_eq!(Backend::of(&[&f32, &f32]), Backend::CpuF32);
+        assert_eq!(Backend::of(&[&bf16]), Backend::Candle);
+        assert_eq!(Backend::of(&[&f32, &bf16]), Backend::Candle);
+        assert_eq!(Backend::in_place(&[&f32, &f32.t().unwrap()]), Backend::Candle, "a strided target");
+        if !cfg!(feature = "cuda") {
+            assert!(!Backend::cuda_kernels_enabled(), "a build without the cuda feature has no CUDA kernels");
+        }
+    }
+}

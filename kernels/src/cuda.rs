@@ -169,12 +169,12 @@ fn map_typed<T: CudaDType + DeviceRepr>(
     let function = device.get_or_load_custom_func(&name, module.name(), module.ptx())?;
     let views = inputs.iter().map(|(s, l)| view::<T>(s, l, kernel)).collect::<candle_core::Result<Vec<_>>>()?;
     // SAFETY: the kernel writes every one of the `output_len` elements before anything reads them.
-    let output: CudaSlice<T> = unsafe { device.alloc::<T>(output_len.max(1))? };
+    let mut output: CudaSlice<T> = unsafe { device.alloc::<T>(output_len.max(1))? };
     let mut builder = function.builder();
     for v in &views {
         builder.arg(v);
     }
-    builder.arg(&output);
+    builder.arg(&mut output);
     for s in scalars {
         s.push(&mut builder);
     }
@@ -304,22 +304,24 @@ pub(crate) fn attention_backward(
     let rows = shape.batch * shape.heads * shape.tokens;
     // SAFETY: the statistics kernel writes every row's entry before the other two read them,
     // and the two gradient kernels write every element of ∂qkv between them.
-    let (log_sum_exp, delta, grad_qkv) = unsafe {
+    let (mut log_sum_exp, mut delta, mut grad_qkv) = unsafe {
         (device.alloc::<f32>(rows.max(1))?, device.alloc::<f32>(rows.max(1))?, device.alloc::<bf16>(qkv.len().max(1))?)
     };
     let (config, scalars) = (shape.config()?, shape.scalars()?);
 
-    let statistics = function("statistics")?;
-    let mut builder = statistics.builder();
-    builder.arg(&qkv).arg(&out).arg(&grad).arg(&log_sum_exp).arg(&delta);
-    scalars.iter().for_each(|s| s.push(&mut builder));
-    // SAFETY: the arguments match attention_statistics's parameters, and every buffer holds the
-    // elements the kernel indexes for `shape`.
-    unsafe { builder.launch(config) }.w()?;
+    {
+        let statistics = function("statistics")?;
+        let mut builder = statistics.builder();
+        builder.arg(&qkv).arg(&out).arg(&grad).arg(&mut log_sum_exp).arg(&mut delta);
+        scalars.iter().for_each(|s| s.push(&mut builder));
+        // SAFETY: the arguments match attention_statistics's parameters, and every buffer holds
+        // the elements the kernel indexes for `shape`.
+        unsafe { builder.launch(config) }.w()?;
+    }
     for name in ["backward_kv", "backward_q"] {
         let kernel = function(name)?;
         let mut builder = kernel.builder();
-        builder.arg(&qkv).arg(&grad).arg(&log_sum_exp).arg(&delta).arg(&grad_qkv);
+        builder.arg(&qkv).arg(&grad).arg(&log_sum_exp).arg(&delta).arg(&mut grad_qkv);
         scalars.iter().for_each(|s| s.push(&mut builder));
         // SAFETY: as above, for attention_backward_kv and attention_backward_q.
         unsafe { builder.launch(config) }.w()?;

@@ -59,6 +59,26 @@ class U64(int):
     """A kernel argument passed as `size_t`."""
 
 
+def kernel_arguments(args, kernel, array, types):
+    """The arguments in the runner's own types: `array(a)` for arrays, `types[I32]` (and F32,
+    U64) for scalars."""
+    converted = []
+    for arg in args:
+        kind = next((k for k in (I32, F32, U64) if isinstance(arg, k)), None)
+        if kind is not None:
+            converted.append(types[kind](arg))
+        elif hasattr(arg, "shape"):
+            converted.append(array(arg))
+        else:
+            raise TypeError(f"{kernel}: argument {arg!r} has no kernel type")
+    return converted
+
+
+def three(dims):
+    """A launch shape padded to three dimensions."""
+    return tuple(dims) + (1,) * (3 - len(dims))
+
+
 # --- where kernels run ------------------------------------------------------------------------
 
 
@@ -96,20 +116,9 @@ class Emulated:
         library = self.module(source)
         function = getattr(library, kernel)
         function.restype = None
-        converted = []
-        for arg in args:
-            if isinstance(arg, np.ndarray):
-                converted.append(ctypes.c_void_p(arg.ctypes.data))
-            elif isinstance(arg, I32):
-                converted.append(ctypes.c_int(arg))
-            elif isinstance(arg, F32):
-                converted.append(ctypes.c_float(arg))
-            elif isinstance(arg, U64):
-                converted.append(ctypes.c_size_t(arg))
-            else:
-                raise TypeError(f"{kernel}: argument {arg!r} has no kernel type")
-        grid = tuple(grid) + (1,) * (3 - len(grid))
-        block = tuple(block) + (1,) * (3 - len(block))
+        types = {I32: ctypes.c_int, F32: ctypes.c_float, U64: ctypes.c_size_t}
+        converted = kernel_arguments(args, kernel, lambda a: ctypes.c_void_p(a.ctypes.data), types)
+        grid, block = three(grid), three(block)
         library.emulated_launch(*(ctypes.c_uint(v) for v in grid + block))
         failures = []
 
@@ -168,19 +177,9 @@ class Gpu:
 
     def launch(self, source, kernel, grid, block, args):
         function = self.module(source).get_function(kernel)
-        converted = []
-        for arg in args:
-            if isinstance(arg, I32):
-                converted.append(np.int32(arg))
-            elif isinstance(arg, F32):
-                converted.append(np.float32(arg))
-            elif isinstance(arg, U64):
-                converted.append(np.uint64(arg))
-            else:
-                converted.append(arg)
-        grid = tuple(grid) + (1,) * (3 - len(grid))
-        block = tuple(block) + (1,) * (3 - len(block))
-        function(grid, block, tuple(converted))
+        types = {I32: np.int32, F32: np.float32, U64: np.uint64}
+        converted = kernel_arguments(args, kernel, lambda a: a, types)
+        function(three(grid), three(block), tuple(converted))
         self.cupy.cuda.Device().synchronize()
 
 
@@ -364,7 +363,10 @@ def check_bias(runner, dtype, report, torch):
 def check_attention(runner, dtype, report, torch):
     if dtype != "bf16":
         return
-    for n, tokens, heads, head_dim, pad in ((2, 70, 3, 72, 80), (1, 64, 2, 64, 64), (2, 33, 2, 32, 32)):
+    # XL/2's heads with tokens off the tiles, B/2's on them, the decoder's, a single token, and
+    # every padded width in use.
+    cases = ((2, 70, 3, 72, 80), (1, 64, 2, 64, 64), (2, 33, 2, 32, 32), (1, 1, 1, 8, 32), (1, 129, 1, 80, 80), (1, 40, 2, 48, 64))
+    for n, tokens, heads, head_dim, pad in cases:
         case = Case(runner, "bf16", tokens * head_dim)
         width = heads * head_dim
         qkv, qkv64 = case.normal((n, tokens, 3 * width))
