@@ -133,7 +133,6 @@ __device__ __forceinline__ void attention_forward(const bf16* qkv, bf16* out, in
     __shared__ __align__(32) float scores[ROW_TILE][FORWARD_KEY_TILE];
     __shared__ __align__(32) bf16 probabilities[ROW_TILE][FORWARD_KEY_TILE];
     __shared__ __align__(32) float accumulated[ROW_TILE][HEAD_PAD];
-    __shared__ float row_max[ROW_TILE];
     __shared__ float row_sum[ROW_TILE];
 
     const Head at(qkv, tokens, heads, head_dim);
@@ -141,10 +140,8 @@ __device__ __forceinline__ void attention_forward(const bf16* qkv, bf16* out, in
     const int first_query = blockIdx.x * ROW_TILE;
     load_tile<ROW_TILE, HEAD_PAD>(q_tile, at.q, first_query, tokens, at.qkv_stride, head_dim);
     zero_tile<ROW_TILE, HEAD_PAD>(accumulated);
-    if (threadIdx.x < ROW_TILE) {
-        row_max[threadIdx.x] = -INFINITY;
-        row_sum[threadIdx.x] = 0.0f;
-    }
+    // Lane i (< 16) keeps the running maximum and sum of its warp's row i.
+    float own_max = -INFINITY, own_sum = 0.0f;
 
     for (int first_key = 0; first_key < tokens; first_key += FORWARD_KEY_TILE) {
         __syncthreads();  // the previous tile's readers are done
@@ -154,31 +151,38 @@ __device__ __forceinline__ void attention_forward(const bf16* qkv, bf16* out, in
         product_transposed<HEAD_PAD, FORWARD_KEY_TILE>(&q_tile[warp * 16][0], &k_tile[0][0], &scores[warp * 16][0],
                                                       FORWARD_KEY_TILE);
         __syncthreads();
-        // The online softmax: lanes 0-15 of each warp own one row each.
-        if (lane < 16) {
-            const int r = warp * 16 + lane;
-            const int keys = min(FORWARD_KEY_TILE, tokens - first_key);
+        // The online softmax, row by row, the warp's lanes across the columns.
+        const int keys = min(FORWARD_KEY_TILE, tokens - first_key);
+        for (int i = 0; i < 16; ++i) {
+            const int r = warp * 16 + i;
             float tile_max = -INFINITY;
-            for (int c = 0; c < keys; ++c) {
+            for (int c = lane; c < keys; c += WARP_SIZE) {
                 tile_max = fmaxf(tile_max, scores[r][c] * scale);
             }
-            const float new_max = fmaxf(row_max[r], tile_max);
-            const float rescale = expf(row_max[r] - new_max);
+            const float old_max = __shfl_sync(0xffffffffu, own_max, i);
+            const float new_max = fmaxf(old_max, warp_max(tile_max));
+            const float rescale = expf(old_max - new_max);
             float sum = 0.0f;
-            for (int c = 0; c < FORWARD_KEY_TILE; ++c) {
+            for (int c = lane; c < FORWARD_KEY_TILE; c += WARP_SIZE) {
                 const float p = c < keys ? expf(scores[r][c] * scale - new_max) : 0.0f;
                 probabilities[r][c] = __float2bfloat16(p);
                 sum += p;
             }
-            row_sum[r] = row_sum[r] * rescale + sum;
-            row_max[r] = new_max;
-            for (int c = 0; c < HEAD_PAD; ++c) {
+            sum = warp_sum(sum);
+            for (int c = lane; c < HEAD_PAD; c += WARP_SIZE) {
                 accumulated[r][c] *= rescale;
+            }
+            if (lane == i) {
+                own_sum = own_sum * rescale + sum;
+                own_max = new_max;
             }
         }
         __syncthreads();
         product_accumulate<HEAD_PAD, FORWARD_KEY_TILE>(&probabilities[warp * 16][0], FORWARD_KEY_TILE, &v_tile[0][0],
                                                        &accumulated[warp * 16][0]);
+    }
+    if (lane < 16) {
+        row_sum[warp * 16 + lane] = own_sum;
     }
     __syncthreads();
     store_tile<ROW_TILE, HEAD_PAD>(out + at.out_offset, accumulated, row_sum, 1.0f, first_query, tokens, at.width,
@@ -200,10 +204,8 @@ __device__ __forceinline__ void attention_statistics(const bf16* qkv, const bf16
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int first_query = blockIdx.x * ROW_TILE;
     load_tile<ROW_TILE, HEAD_PAD>(q_tile, at.q, first_query, tokens, at.qkv_stride, head_dim);
-    if (threadIdx.x < ROW_TILE) {
-        row_max[threadIdx.x] = -INFINITY;
-        row_sum[threadIdx.x] = 0.0f;
-    }
+    // Lane i (< 16) keeps the running maximum and sum of its warp's row i.
+    float own_max = -INFINITY, own_sum = 0.0f;
     for (int first_key = 0; first_key < tokens; first_key += FORWARD_KEY_TILE) {
         __syncthreads();
         load_tile<FORWARD_KEY_TILE, HEAD_PAD>(k_tile, at.q + at.width, first_key, tokens, at.qkv_stride, head_dim);
@@ -211,21 +213,29 @@ __device__ __forceinline__ void attention_statistics(const bf16* qkv, const bf16
         product_transposed<HEAD_PAD, FORWARD_KEY_TILE>(&q_tile[warp * 16][0], &k_tile[0][0], &scores[warp * 16][0],
                                                       FORWARD_KEY_TILE);
         __syncthreads();
-        if (lane < 16) {
-            const int r = warp * 16 + lane;
-            const int keys = min(FORWARD_KEY_TILE, tokens - first_key);
+        const int keys = min(FORWARD_KEY_TILE, tokens - first_key);
+        for (int i = 0; i < 16; ++i) {
+            const int r = warp * 16 + i;
             float tile_max = -INFINITY;
-            for (int c = 0; c < keys; ++c) {
+            for (int c = lane; c < keys; c += WARP_SIZE) {
                 tile_max = fmaxf(tile_max, scores[r][c] * scale);
             }
-            const float new_max = fmaxf(row_max[r], tile_max);
+            const float old_max = __shfl_sync(0xffffffffu, own_max, i);
+            const float new_max = fmaxf(old_max, warp_max(tile_max));
             float sum = 0.0f;
-            for (int c = 0; c < keys; ++c) {
+            for (int c = lane; c < keys; c += WARP_SIZE) {
                 sum += expf(scores[r][c] * scale - new_max);
             }
-            row_sum[r] = row_sum[r] * expf(row_max[r] - new_max) + sum;
-            row_max[r] = new_max;
+            sum = warp_sum(sum);
+            if (lane == i) {
+                own_sum = own_sum * expf(old_max - new_max) + sum;
+                own_max = new_max;
+            }
         }
+    }
+    if (lane < 16) {
+        row_max[warp * 16 + lane] = own_max;
+        row_sum[warp * 16 + lane] = own_sum;
     }
     __syncthreads();
     if (threadIdx.x < ROW_TILE) {

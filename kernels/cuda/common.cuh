@@ -2,8 +2,8 @@
 // arithmetic) and sums over a warp and over a block.
 //
 // The kernels use only what scripts/cuda-kernels/emulate.h also provides on the CPU (indices,
-// static shared memory, __syncthreads, __shfl_xor_sync in code every thread of the block
-// reaches), so the harness there can run them without a GPU.
+// static shared memory, __syncthreads, __shfl_xor_sync and __shfl_sync in code every thread of
+// the block reaches, WMMA tiles), so the harness there can run them without a GPU.
 #pragma once
 
 #ifndef MASKDIT_EMULATED
@@ -23,6 +23,14 @@ __device__ __forceinline__ void store(bf16* data, size_t index, float value) { d
 __device__ __forceinline__ float warp_sum(float value) {
     for (int offset = WARP_SIZE / 2; offset > 0; offset /= 2) {
         value += __shfl_xor_sync(0xffffffffu, value, offset);
+    }
+    return value;
+}
+
+// The maximum of `value` over the 32 lanes of a warp, in every lane.
+__device__ __forceinline__ float warp_max(float value) {
+    for (int offset = WARP_SIZE / 2; offset > 0; offset /= 2) {
+        value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, offset));
     }
     return value;
 }

@@ -5,7 +5,8 @@
 //
 // What it provides is what the kernels may use: thread and block indices, static __shared__
 // memory (one block runs at a time, so a function-local static is the block's shared memory),
-// __syncthreads, __shfl_xor_sync (called where every thread of the block calls it), bf16
+// __syncthreads, __shfl_xor_sync and __shfl_sync (called where every thread of the block calls
+// them), bf16
 // conversions (round to nearest even) and the single-precision math functions.
 #pragma once
 
@@ -47,6 +48,15 @@ inline float __shfl_xor_sync(unsigned, float value, int lane_mask) {
     emulated_exchange[self] = value;
     __syncthreads();
     const float other = emulated_exchange[self ^ static_cast<unsigned>(lane_mask)];
+    __syncthreads();
+    return other;
+}
+
+inline float __shfl_sync(unsigned, float value, int source_lane) {
+    const unsigned self = emulated_linear_thread();
+    emulated_exchange[self] = value;
+    __syncthreads();
+    const float other = emulated_exchange[(self & ~31u) + static_cast<unsigned>(source_lane % 32)];
     __syncthreads();
     return other;
 }
