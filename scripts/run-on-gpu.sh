@@ -121,8 +121,8 @@ export MASKDIT_DEVICE=cuda
 MASKDIT_CUDA_KERNELS=1 step kernel-tests 90 ./gpu_parity --test-threads 4 cuda_kernels \
   | grep -E '^test |test result|panicked|FAILED|error' >"$out/kernel-tests.txt"
 
-# 3. DiT-XL/2 at batch $batch against the official PyTorch code, same card, same work: candle's
-# kernels, then ours switched on.
+# 3. DiT-XL/2 at batch $batch against the official PyTorch code, same card, same work: ours
+# with the kernels switched on, PyTorch, then (after the per-kernel tables) ours with candle's.
 bench_ours() {
   local name=$1
   shift
@@ -135,18 +135,17 @@ bench_torch() {
   step "$name" 120 "$python" reference/bench_pytorch.py --device cuda --model DiT-XL/2 --batch "$batch" --iters 3 "$@" \
     | grep '^{' >>"$out/bench.jsonl"
 }
-bench_ours ours-bf16 --dtype bf16
 MASKDIT_CUDA_KERNELS=1 bench_ours ours-bf16-kernels --dtype bf16
 bench_torch torch-bf16 --amp bf16 --tf32
 
 # 3a. Per-kernel device times of the same work (one warm-up and one timed call of each
 # measurement, both sides), grouped into families by kernel-families.py: ours with the kernels
-# switched on, PyTorch's, then ours with candle's kernels.
+# switched on and PyTorch's, then ours with candle's kernels (after their timings).
 command -v ncu >/dev/null || PATH="$PATH:/usr/local/cuda/bin"
 profile() {
   local name=$1
   shift
-  step "$name" 150 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel --csv \
+  step "$name" 120 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel --csv \
     --log-file "$out/$name.csv" "$@" >/dev/null
 }
 bench_work=(--model DiT-XL/2 --batch "$batch" --latent-size 32 --device cuda --dtype bf16 --iters 1
@@ -155,6 +154,7 @@ profile kernels-ours env MASKDIT_CUDA_KERNELS=1 ./maskdit bench "${bench_work[@]
 profile kernels-torch "$python" reference/bench_pytorch.py --device cuda --model DiT-XL/2 --batch "$batch" --iters 1 \
   --amp bf16 --tf32
 "$python" kernel-families.py "$out/kernels-ours.csv" "$out/kernels-torch.csv" >"$out/families.tsv" 2>&1
+bench_ours ours-bf16 --dtype bf16
 profile kernels-ours-candle ./maskdit bench "${bench_work[@]}"
 "$python" kernel-families.py "$out/kernels-ours-candle.csv" "$out/kernels-torch.csv" >"$out/families-candle.tsv" 2>&1
 
