@@ -243,3 +243,17 @@ fn per_sample_sums_match_candle() {
         assert!(error <= budgets(dtype).1, "Σ over tokens {dtype:?}: error {error:.2e}");
     }
 }
+
+#[test]
+fn empty_inputs_give_empty_outputs() {
+    let device = gpu();
+    for dtype in [DType::F32, DType::BF16] {
+        let x = Tensor::zeros((0, 5, 96), dtype, &device).unwrap();
+        let per_sample = Tensor::zeros((0, 96), dtype, &device).unwrap();
+        assert_eq!(maskdit_kernels::layer_norm(&x, 1e-6, Pass::Inference).unwrap().dims(), [0, 5, 96]);
+        assert_eq!(maskdit_kernels::modulate(&x, &per_sample, &per_sample).unwrap().dims(), [0, 5, 96]);
+        assert_eq!(maskdit_kernels::gelu_tanh(&x).unwrap().dims(), [0, 5, 96]);
+    }
+    let qkv = Tensor::zeros((0, 7, 3 * 2 * 72), DType::BF16, &device).unwrap();
+    assert_eq!(maskdit_kernels::attention(&qkv, 2, Pass::Inference).unwrap().dims(), [0, 7, 144]);
+}

@@ -168,8 +168,13 @@ fn map_typed<T: CudaDType + DeviceRepr>(
     let name = format!("{kernel}_{}", suffix(inputs[0].0.dtype(), kernel)?);
     let function = device.get_or_load_custom_func(&name, module.name(), module.ptx())?;
     let views = inputs.iter().map(|(s, l)| view::<T>(s, l, kernel)).collect::<candle_core::Result<Vec<_>>>()?;
+    if output_len == 0 {
+        // Nothing to compute, and a launch over empty inputs could read past them.
+        // SAFETY: no elements, so none is read before being written.
+        return Ok(CudaStorage::wrap_cuda_slice(unsafe { device.alloc::<T>(0)? }, device));
+    }
     // SAFETY: the kernel writes every one of the `output_len` elements before anything reads them.
-    let mut output: CudaSlice<T> = unsafe { device.alloc::<T>(output_len.max(1))? };
+    let mut output: CudaSlice<T> = unsafe { device.alloc::<T>(output_len)? };
     let mut builder = function.builder();
     for v in &views {
         builder.arg(v);
@@ -199,6 +204,9 @@ pub(crate) fn update(
     let views = operands.iter().map(|(s, l)| view::<f32>(s, l, kernel)).collect::<candle_core::Result<Vec<_>>>()?;
     if views.iter().any(|v| v.len() != total) {
         bail!("{kernel}: operands of different sizes");
+    }
+    if total == 0 {
+        return Ok(());
     }
     let Some((start, end)) = target_layout.contiguous_offsets() else { bail!("{kernel} expects contiguous tensors") };
     let mut target = target.as_cuda_slice_mut::<f32>()?.slice_mut(start..end);
@@ -302,11 +310,13 @@ pub(crate) fn attention_backward(
         bail!("attention backward: qkv, output and gradient of different sizes");
     }
     let rows = shape.batch * shape.heads * shape.tokens;
+    if rows == 0 || width == 0 {
+        return Ok(CudaStorage::wrap_cuda_slice(device.alloc_zeros::<bf16>(qkv.len())?, device));
+    }
     // SAFETY: the statistics kernel writes every row's entry before the other two read them,
     // and the two gradient kernels write every element of ∂qkv between them.
-    let (mut log_sum_exp, mut delta, mut grad_qkv) = unsafe {
-        (device.alloc::<f32>(rows.max(1))?, device.alloc::<f32>(rows.max(1))?, device.alloc::<bf16>(qkv.len().max(1))?)
-    };
+    let (mut log_sum_exp, mut delta, mut grad_qkv) =
+        unsafe { (device.alloc::<f32>(rows)?, device.alloc::<f32>(rows)?, device.alloc::<bf16>(qkv.len())?) };
     let (config, scalars) = (shape.config()?, shape.scalars()?);
 
     {
