@@ -48,13 +48,18 @@ struct Attention {
 }
 
 /// The geometry of one attention call.
-#[derive(Clone, Copy)]
-struct Dims {
-    batch: usize,
-    tokens: usize,
-    width: usize,
-    head_dim: usize,
-    heads: usize,
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dims {
+    /// Samples.
+    pub(crate) batch: usize,
+    /// Tokens per sample.
+    pub(crate) tokens: usize,
+    /// Features of all heads together.
+    pub(crate) width: usize,
+    /// Features per head.
+    pub(crate) head_dim: usize,
+    /// Heads.
+    pub(crate) heads: usize,
 }
 
 impl Dims {
@@ -75,17 +80,6 @@ impl Dims {
     /// Element offset of head `head`'s first output feature of sample `sample`.
     fn out_offset(&self, sample: usize, head: usize) -> usize {
         sample * self.tokens * self.width + head * self.head_dim
-    }
-
-    /// The same geometry for the CUDA kernels.
-    #[cfg(feature = "cuda")]
-    fn cuda(&self) -> crate::cuda::AttentionShape {
-        crate::cuda::AttentionShape {
-            batch: self.batch,
-            tokens: self.tokens,
-            heads: self.heads,
-            head_dim: self.head_dim,
-        }
     }
 
     fn scale(&self) -> f32 {
@@ -196,7 +190,7 @@ impl CustomOp1 for Attention {
         layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let dims = Dims::of(layout, self.heads, self.name())?;
-        let out = crate::cuda::attention_forward(dims.cuda(), (storage, layout))?;
+        let out = crate::cuda::attention_forward(dims, (storage, layout))?;
         Ok((out, Shape::from((dims.batch, dims.tokens, dims.width))))
     }
 
@@ -285,7 +279,7 @@ impl CustomOp3 for AttentionGrad {
         l3: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let dims = self.dims(l1, l2, l3)?;
-        let grad_qkv = crate::cuda::attention_backward(dims.cuda(), (s1, l1), (s2, l2), (s3, l3))?;
+        let grad_qkv = crate::cuda::attention_backward(dims, (s1, l1), (s2, l2), (s3, l3))?;
         Ok((grad_qkv, l1.shape().clone()))
     }
 }

@@ -8,6 +8,8 @@ use candle_core::cuda_backend::cudarc::driver::{
 };
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{bail, CudaStorage, DType, Layout};
+
+use crate::attention::{Dims, CUDA_MAX_HEAD_DIM};
 use half::bf16;
 
 /// Threads per block of the row and elementwise kernels.
@@ -227,27 +229,14 @@ pub(crate) fn update(
     Ok(())
 }
 
-/// The geometry of one attention call on the GPU: `(batch, tokens, heads, head_dim)` of a
-/// packed `(N, L, 3·W)` qkv.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct AttentionShape {
-    /// Samples.
-    pub batch: usize,
-    /// Tokens per sample.
-    pub tokens: usize,
-    /// Heads.
-    pub heads: usize,
-    /// Features per head.
-    pub head_dim: usize,
-}
-
-impl AttentionShape {
+/// The CUDA kernels' view of an attention call's geometry.
+impl Dims {
     /// The head width the kernels pad to (32, 64 or 80), refused above 80.
     fn padded(&self) -> candle_core::Result<usize> {
         match self.head_dim {
             0..=32 => Ok(32),
             33..=64 => Ok(64),
-            65..=80 => Ok(80),
+            65..=CUDA_MAX_HEAD_DIM => Ok(80),
             other => bail!("attention: no CUDA kernel for heads of {other} features"),
         }
     }
@@ -275,12 +264,9 @@ impl AttentionShape {
 }
 
 /// Attention's forward pass on bf16 qkv: `(N, L, W)`.
-pub(crate) fn attention_forward(
-    shape: AttentionShape,
-    qkv: (&CudaStorage, &Layout),
-) -> candle_core::Result<CudaStorage> {
+pub(crate) fn attention_forward(shape: Dims, qkv: (&CudaStorage, &Layout)) -> candle_core::Result<CudaStorage> {
     let kernel = format!("attention_forward_d{}", shape.padded()?);
-    let total = shape.batch * shape.tokens * shape.heads * shape.head_dim;
+    let total = shape.batch * shape.tokens * shape.width;
     map(Module::Attention, &kernel, &[qkv], total, shape.config()?, &shape.scalars()?)
 }
 
@@ -288,7 +274,7 @@ pub(crate) fn attention_forward(
 /// output and its gradient. Three launches: each query's log-sum-exp and Δ = Σ ∂o·o (f32
 /// buffers of `N·heads·L`), then ∂k and ∂v, then ∂q, each into its own columns of ∂qkv.
 pub(crate) fn attention_backward(
-    shape: AttentionShape,
+    shape: Dims,
     (qkv, qkv_layout): (&CudaStorage, &Layout),
     (out, out_layout): (&CudaStorage, &Layout),
     (grad, grad_layout): (&CudaStorage, &Layout),
@@ -305,7 +291,7 @@ pub(crate) fn attention_backward(
     let qkv = view::<bf16>(qkv, qkv_layout, "attention backward")?;
     let out = view::<bf16>(out, out_layout, "attention backward")?;
     let grad = view::<bf16>(grad, grad_layout, "attention backward")?;
-    let width = shape.heads * shape.head_dim;
+    let width = shape.width;
     if qkv.len() != shape.batch * shape.tokens * 3 * width || out.len() * 3 != qkv.len() || grad.len() != out.len() {
         bail!("attention backward: qkv, output and gradient of different sizes");
     }
